@@ -1,0 +1,36 @@
+"""`export_job`: one export request, end to end."""
+
+from typing import Any
+
+import dagster as dg
+
+from export_pipelines.ops import (
+    apply_row_rules,
+    record_export_failure,
+    record_result,
+    resolve_request,
+    select_columns,
+    serialize,
+    upload,
+)
+from export_pipelines.request import ExportRequest
+from export_pipelines.resources import default_resources
+
+
+@dg.config_mapping(config_schema=ExportRequest.to_config_schema())
+def request_as_run_config(request: dict[str, Any]) -> dict[str, Any]:
+    """The run config of `export_job` is the export request itself, at the top level."""
+    return {"ops": {"resolve_request": {"config": request}}}
+
+
+@dg.job(
+    config=request_as_run_config,
+    executor_def=dg.in_process_executor,
+    # Ops hand lazy relations to each other: one process, nothing pickled.
+    resource_defs={**default_resources(), "io_manager": dg.mem_io_manager},
+    hooks={record_export_failure},
+    description="Export rows of a warehouse table or saved query to S3 as CSV, JSONL or Parquet.",
+    tags={"kind": "export"},
+)
+def export_job() -> None:
+    record_result(upload(serialize(apply_row_rules(select_columns(resolve_request())))))

@@ -1,0 +1,163 @@
+"""The DuckDB warehouse exports read: a hardened read-only connection and its catalog.
+
+The connection cannot read files outside the warehouse, load extensions or change its own
+settings, so no request can reach beyond the warehouse. Identifiers from a request are looked
+up in the catalog with bound parameters before they are quoted into a statement.
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from pydantic import Field, PrivateAttr
+
+from export_pipelines.request import InvalidRequest, SourceConfig
+from export_pipelines.settings import env
+
+SAVED_QUERY_SCHEMA = "queries"
+
+HARDENED_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def quote_identifier(name: str) -> str:
+    """A DuckDB identifier in double quotes; only ever called on names found in the catalog."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class WarehouseSource:
+    """A table or saved query found in the catalog."""
+
+    catalog: str
+    schema: str
+    name: str
+    is_saved_query: bool
+
+    @property
+    def sql_name(self) -> str:
+        return f"{quote_identifier(self.schema)}.{quote_identifier(self.name)}"
+
+    @property
+    def display_name(self) -> str:
+        """Quoted, fully-qualified name for display, e.g. warehouse.payment."charges"."""
+        return f'{self.catalog}.{self.schema}."{self.name}"'
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse, opened read-only and hardened for every run."""
+
+    path: str | None = Field(
+        default=None,
+        description="Path of the DuckDB warehouse file. Default: $EXPORTS_WAREHOUSE, else .data/warehouse.duckdb.",
+    )
+    open_timeout_seconds: float = Field(
+        default=30.0,
+        description="How long to keep retrying while another process holds the warehouse file for writing.",
+    )
+    _connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
+
+    @property
+    def resolved_path(self) -> Path:
+        return Path(self.path or env("EXPORTS_WAREHOUSE"))
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A hardened read-only connection, closed on exit."""
+        connection = open_hardened(self.resolved_path, self.open_timeout_seconds)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    @property
+    def run_connection(self) -> duckdb.DuckDBPyConnection:
+        """The run's connection, opened on first use and kept until the run ends, so the ops
+        of one run read one consistent snapshot."""
+        if self._connection is None:
+            self._connection = open_hardened(self.resolved_path, self.open_timeout_seconds)
+        return self._connection
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def open_hardened(path: Path, timeout_seconds: float) -> duckdb.DuckDBPyConnection:
+    """Open `path` read-only with external access off; retry while a writer holds the file lock."""
+    if not path.exists():
+        raise FileNotFoundError(f"warehouse file {path} does not exist (set EXPORTS_WAREHOUSE)")
+    deadline = time.monotonic() + timeout_seconds
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=True, config=HARDENED_CONFIG)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"warehouse {path} stayed locked by another process for {timeout_seconds:.0f}s; "
+                    "try again when the writer has finished"
+                ) from error
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def resolve_source(connection: duckdb.DuckDBPyConnection, source: SourceConfig) -> WarehouseSource:
+    """Find the requested table or saved query in the catalog, or fail naming what exists."""
+    if (source.table is None) == (source.query is None):
+        raise InvalidRequest('source must name exactly one of "table" or "query"')
+    if source.table is not None:
+        schema, dot, name = source.table.partition(".")
+        if not dot or not schema or not name:
+            raise InvalidRequest(f'source table must be "schema.table", got {source.table!r}')
+        candidates = _relations(connection, exclude_schema=SAVED_QUERY_SCHEMA)
+        kind = "table"
+    else:
+        schema, name = SAVED_QUERY_SCHEMA, source.query or ""
+        candidates = _relations(connection, only_schema=SAVED_QUERY_SCHEMA)
+        kind = "saved query"
+    for catalog, found_schema, found_name in candidates:
+        if (found_schema, found_name) == (schema, name):
+            return WarehouseSource(catalog, found_schema, found_name, source.query is not None)
+    available = ", ".join(n if kind == "saved query" else f"{s}.{n}" for _, s, n in candidates) or "none"
+    raise InvalidRequest(f"unknown {kind} {source.table or source.query!r}; available: {available}")
+
+
+def list_sources(connection: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """The tables and saved queries a request can name."""
+    return {
+        "tables": [f"{s}.{n}" for _, s, n in _relations(connection, exclude_schema=SAVED_QUERY_SCHEMA)],
+        "queries": [n for _, _, n in _relations(connection, only_schema=SAVED_QUERY_SCHEMA)],
+    }
+
+
+def _relations(
+    connection: duckdb.DuckDBPyConnection,
+    only_schema: str | None = None,
+    exclude_schema: str | None = None,
+) -> list[tuple[str, str, str]]:
+    rows = connection.execute(
+        """
+        SELECT database_name, schema_name, table_name FROM duckdb_tables()
+        WHERE NOT internal AND NOT temporary
+        UNION ALL
+        SELECT database_name, schema_name, view_name FROM duckdb_views()
+        WHERE NOT internal AND NOT temporary AND schema_name NOT IN ('information_schema', 'pg_catalog')
+        """
+    ).fetchall()
+    return sorted(
+        (catalog, schema, name)
+        for catalog, schema, name in rows
+        if (only_schema is None or schema == only_schema) and (exclude_schema is None or schema != exclude_schema)
+    )
