@@ -1,0 +1,113 @@
+"""Shared fixtures: a real SeaweedFS S3 server, the demo warehouse, an isolated request table.
+
+The S3 server and the warehouse are started/built once per session; every test gets its own
+key prefix and its own SQLite request table, so tests never see each other's exports.
+"""
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from export_pipelines.artifacts import list_keys
+from export_pipelines.demo_warehouse import build_demo_warehouse
+from export_pipelines.jobs import export_job
+from export_pipelines.local_s3 import LocalS3, run_local_s3
+from export_pipelines.store import ExportStore, engine_for
+
+BUCKET = "exports"
+POSTGRES_ADMIN_DSN = os.environ.get("EXPORTS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    with run_local_s3(tmp_path_factory.mktemp("s3"), buckets=(BUCKET,)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_demo_warehouse(tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb")
+
+
+@dataclass
+class ExportEnvironment:
+    """One test's view of the service: its prefix in the shared bucket, its request table."""
+
+    s3: LocalS3
+    warehouse: Path
+    prefix: str
+    database_url: str
+    tmp_path: Path
+
+    @property
+    def store(self) -> ExportStore:
+        return ExportStore(engine_for(self.database_url))
+
+    def run(self, request: dict[str, Any], **resources: Any) -> dg.ExecuteInProcessResult:
+        return export_job.execute_in_process(run_config=request, resources=resources or None, raise_on_error=False)
+
+    def record(self, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+        record = self.store.find_by_run(result.run_id)
+        assert record is not None, "the export left no row in export_requests"
+        return record
+
+    def keys(self, below: str = "") -> list[str]:
+        return list_keys(self.s3.client(), BUCKET, self.prefix + below)
+
+    def download(self, key: str) -> Path:
+        target = self.tmp_path / "downloads" / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.s3.client().download_file(BUCKET, key, str(target))
+        return target
+
+
+@pytest.fixture
+def export_env(
+    s3_server: LocalS3, demo_warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
+) -> ExportEnvironment:
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:60] + f"-{uuid.uuid4().hex[:6]}/"
+    database_url = f"sqlite:///{tmp_path / 'exports.db'}"
+    for name, value in {
+        **s3_server.environment(),
+        "EXPORTS_WAREHOUSE": str(demo_warehouse),
+        "EXPORTS_DATABASE_URL": database_url,
+        "EXPORTS_BUCKET": BUCKET,
+        "EXPORTS_PREFIX": prefix,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("EXPORTS_MAX_ROWS", raising=False)
+    return ExportEnvironment(s3_server, demo_warehouse, prefix, database_url, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the session; fails loudly when PostgreSQL is missing."""
+    name = f"exports_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(POSTGRES_ADMIN_DSN, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_DSN} and is not reachable: {error}")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    url = re.sub(r"/[^/]*$", f"/{name}", POSTGRES_ADMIN_DSN)
+    try:
+        yield url
+    finally:
+        engine_for(url).dispose()
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def table_columns(database_url: str) -> set[str]:
+    return {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("export_requests")}

@@ -1,0 +1,31 @@
+"""Smoke test of the code location: it loads, and `export_job` has the shape users rely on.
+
+Covers the job graph, its top-level run config (the export request) and its executor. Running
+exports is covered by test_export_*.py.
+"""
+
+import dagster as dg
+
+from export_pipelines.definitions import defs
+
+
+def test_definitions_load_with_export_job() -> None:
+    job = defs.resolve_job_def("export_job")
+    assert {node.name for node in job.nodes} == {
+        "resolve_request",
+        "select_columns",
+        "apply_row_rules",
+        "serialize",
+        "upload",
+        "record_result",
+    }
+    assert job.executor_def is dg.in_process_executor
+
+
+def test_run_config_is_the_request_at_top_level() -> None:
+    fields = defs.resolve_job_def("export_job").run_config_schema.config_type.fields
+    for name in ("export_id", "project_id", "source", "format", "compression", "columns", "limit", "csv_options"):
+        assert name in fields, name
+    assert fields["source"].description
+    assert fields["format"].default_value == "CSV"
+    assert fields["format"].description
