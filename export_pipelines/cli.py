@@ -1,6 +1,7 @@
 """`export-pipelines`: the service's command line (dev deployment, demo warehouse, migrations)."""
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -94,14 +95,10 @@ def _stop_group(process: subprocess.Popen) -> None:
     """Stop a process and everything it started (it leads its own session)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGINT)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ def open_comparison(warehouse: Path) -> duckdb.DuckDBPyConnection:
 def test_every_format_and_compression_round_trips(
     export_env: ExportEnvironment, export_format: str, compression: str
 ) -> None:
-    result = export_env.run({"source": {"table": "payment.charges"}, "format": export_format, "compression": compression})
+    result = export_env.run(
+        {"source": {"table": "payment.charges"}, "format": export_format, "compression": compression}
+    )
     assert result.success
     record = export_env.record(result)
     assert record["status"] == "SUCCEEDED"
@@ -67,14 +69,14 @@ def test_every_format_and_compression_round_trips(
 
     connection = open_comparison(export_env.warehouse)
     try:
-        assert connection.sql(f"SELECT count(*) FROM wh.payment.charges").fetchall()[0][0] == file["rows"]
+        assert connection.sql("SELECT count(*) FROM wh.payment.charges").fetchall()[0][0] == file["rows"]
         if export_format == "CSV":
             actual = f"SELECT * FROM read_csv('{path}', all_varchar = true, header = true)"
             assert connection.sql(actual).columns == EXPORTED
             compare(connection, CSV_EXPECTED, actual)
         elif export_format == "JSONL":
             source = connection.sql("SELECT * FROM wh.payment.charges LIMIT 0")
-            types = {n: str(t) for n, t in zip(source.columns, source.types) if n in EXPORTED}
+            types = {n: str(t) for n, t in zip(source.columns, source.types, strict=True) if n in EXPORTED}
             columns = "{" + ", ".join(f"'{n}': '{t}'" for n, t in types.items()) + "}"
             actual = f"SELECT * FROM read_json('{path}', format = 'newline_delimited', columns = {columns})"
             compare(connection, f"SELECT {', '.join(EXPORTED)} FROM wh.payment.charges", actual)
@@ -82,10 +84,12 @@ def test_every_format_and_compression_round_trips(
             parquet = connection.sql(f"SELECT * FROM read_parquet('{path}')")
             source = connection.sql(f"SELECT {', '.join(EXPORTED)} FROM wh.payment.charges")
             assert [str(t) for t in parquet.types] == [str(t) for t in source.types]
-            compare(connection, f"SELECT {', '.join(EXPORTED)} FROM wh.payment.charges", f"SELECT * FROM read_parquet('{path}')")
-            codec = connection.sql(
-                f"SELECT DISTINCT compression FROM parquet_metadata('{path}')"
-            ).fetchall()
+            compare(
+                connection,
+                f"SELECT {', '.join(EXPORTED)} FROM wh.payment.charges",
+                f"SELECT * FROM read_parquet('{path}')",
+            )
+            codec = connection.sql(f"SELECT DISTINCT compression FROM parquet_metadata('{path}')").fetchall()
             assert codec == [({"NONE": "UNCOMPRESSED", "GZIP": "GZIP", "ZSTD": "ZSTD"}[compression],)]
     finally:
         connection.close()

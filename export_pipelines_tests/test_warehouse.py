@@ -1,0 +1,98 @@
+"""The warehouse connection: hardening against reaching outside the warehouse, hostile source
+names, and the bounded retry while another process holds the file for writing."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from export_pipelines.demo_warehouse import build_demo_warehouse
+from export_pipelines.warehouse import WarehouseResource, open_hardened
+from export_pipelines_tests.conftest import ExportEnvironment
+
+
+@pytest.fixture
+def small_warehouse(tmp_path: Path) -> Path:
+    return build_demo_warehouse(tmp_path / "small.duckdb", charges_rows=1_000)
+
+
+def test_connection_cannot_read_files_load_extensions_or_unlock_itself(small_warehouse: Path) -> None:
+    connection = open_hardened(small_warehouse, timeout_seconds=5)
+    try:
+        with pytest.raises(duckdb.Error, match="disabled by configuration"):
+            connection.sql("SELECT * FROM read_csv('/etc/passwd')").fetchall()
+        with pytest.raises(duckdb.Error, match="locked"):
+            connection.execute("SET enable_external_access = true")
+        with pytest.raises(duckdb.Error):
+            connection.execute("INSTALL httpfs")
+        with pytest.raises(duckdb.Error):
+            connection.execute("LOAD httpfs")
+        with pytest.raises(duckdb.Error, match="read-only"):
+            connection.execute("DROP TABLE payment.charges")
+        assert connection.sql("SELECT count(*) FROM payment.charges").fetchall() == [(1_000,)]
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "payment.charges; DROP TABLE payment.charges",
+        'payment."charges"',
+        "read_csv('/etc/passwd')",
+        "payment.charges UNION SELECT * FROM payment.customers",
+    ],
+)
+def test_hostile_source_names_are_unknown_tables(export_env: ExportEnvironment, table: str) -> None:
+    result = export_env.run({"source": {"table": table}})
+    assert not result.success
+    record = export_env.record(result)
+    assert record["status"] == "FAILED"
+    assert record["error"].startswith(("unknown table", 'source table must be "schema.table"'))
+
+
+def hold_write_lock(path: Path, seconds: float) -> subprocess.Popen:
+    """Another process opens the warehouse for writing; returns once it holds the lock."""
+    script = (
+        "import duckdb, sys, time\n"
+        "connection = duckdb.connect(sys.argv[1])\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+        "connection.close()\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "locked"
+    return writer
+
+
+def test_locked_warehouse_fails_clearly_after_the_timeout(export_env: ExportEnvironment, small_warehouse: Path) -> None:
+    writer = hold_write_lock(small_warehouse, 60)
+    try:
+        result = export_env.run(
+            {"source": {"table": "payment.charges"}},
+            warehouse=WarehouseResource(path=str(small_warehouse), open_timeout_seconds=1),
+        )
+    finally:
+        writer.kill()
+        writer.wait()
+    record = export_env.record(result)
+    assert record["status"] == "FAILED"
+    assert "stayed locked by another process for 1s" in record["error"]
+    assert export_env.keys() == []
+
+
+def test_export_waits_for_a_short_writer(export_env: ExportEnvironment, small_warehouse: Path) -> None:
+    writer = hold_write_lock(small_warehouse, 1.5)
+    try:
+        result = export_env.run(
+            {"source": {"table": "payment.charges"}},
+            warehouse=WarehouseResource(path=str(small_warehouse), open_timeout_seconds=60),
+        )
+    finally:
+        writer.wait(timeout=60)
+    record = export_env.record(result)
+    assert record["status"] == "SUCCEEDED" and record["row_count"] == 1_000
