@@ -4,13 +4,17 @@ Layout (SPEC): `<prefix><project_id>/<export_id>/<name>-<part>.<ext>[.gz|.zst]`,
 `manifest.json`, written last: an export without a manifest is not finished.
 """
 
+import base64
 import hashlib
+import io
 import json
 import re
+import threading
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
@@ -18,16 +22,13 @@ from pydantic import Field
 
 from export_pipelines.request import InvalidRequest
 from export_pipelines.settings import env, optional_env
-from export_pipelines.writer import MULTIPART_CHUNK_BYTES, MULTIPART_THRESHOLD_BYTES, LocalArtifact
 
 MANIFEST_NAME = "manifest.json"
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-TRANSFER_CONFIG = TransferConfig(
-    multipart_threshold=MULTIPART_THRESHOLD_BYTES,
-    multipart_chunksize=MULTIPART_CHUNK_BYTES,
-    max_concurrency=4,
-)
+# Objects of one part or less are put whole; larger ones go up in parts of this size while
+# they are written (S3's minimum part size is 5 MiB).
+PART_BYTES = 8 * 1024 * 1024
 
 
 class ExportS3Resource(S3Resource):
@@ -94,9 +95,123 @@ class IntegrityError(RuntimeError):
     """The bytes in S3 are not the bytes that were written."""
 
 
-def upload_verified(client: Any, bucket: str, key: str, artifact: LocalArtifact) -> None:
-    """Upload a file (multipart above the threshold) and check the stored bytes against its hashes."""
-    client.upload_file(str(artifact.path), bucket, key, Config=TRANSFER_CONFIG)
+@dataclass(frozen=True)
+class UploadedArtifact:
+    """An object written to S3, with the hashes taken from the bytes as they were written."""
+
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+    expected_etag: str  # what S3 reports for these bytes: MD5, or MD5 of the part MD5s and "-N"
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"key": self.key, "bytes": self.bytes, "rows": self.rows, "sha256": self.sha256}
+
+
+class S3UploadWriter(io.RawIOBase):
+    """A write-only file that streams into one S3 object while it is written.
+
+    Bytes are hashed as they arrive (sha256 for the manifest, MD5s for S3's integrity checks);
+    every full part goes to a multipart upload on a background thread with its Content-MD5, so
+    uploading overlaps writing and memory stays bounded. An object smaller than one part is put
+    in a single request when the file is closed.
+    """
+
+    def __init__(self, client: Any, bucket: str, key: str, pool: ThreadPoolExecutor, in_flight: threading.Semaphore):
+        super().__init__()
+        self.client, self.bucket, self.key = client, bucket, key
+        self._pool, self._in_flight = pool, in_flight
+        self._buffer = bytearray()
+        self._sha256 = hashlib.sha256()
+        self._part_md5s: list[bytes] = []
+        self._parts: list[Future] = []
+        self._upload_id: str | None = None
+        self.bytes = 0
+        self.finished = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._sha256.update(view)
+        self._buffer += view
+        self.bytes += len(view)
+        while len(self._buffer) >= PART_BYTES:
+            part = bytes(self._buffer[:PART_BYTES])
+            del self._buffer[:PART_BYTES]
+            self._send_part(part)
+        return len(view)
+
+    def _send_part(self, part: bytes) -> None:
+        if self._upload_id is None:
+            self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+        md5 = hashlib.md5(part).digest()
+        self._part_md5s.append(md5)
+        self._in_flight.acquire()  # bounds the parts held in memory
+        number = len(self._part_md5s)
+        future = self._pool.submit(self._upload_part, number, part, md5)
+        future.add_done_callback(lambda _: self._in_flight.release())
+        self._parts.append(future)
+
+    def _upload_part(self, number: int, part: bytes, md5: bytes) -> dict[str, Any]:
+        response = self.client.upload_part(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=part,
+            ContentMD5=base64.b64encode(md5).decode(),
+        )
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def close(self) -> None:
+        """Flush the last bytes and complete the object (the first close only)."""
+        if self.closed:
+            return
+        try:
+            if self._upload_id is None:
+                body = bytes(self._buffer)
+                md5 = hashlib.md5(body).digest()
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self.key, Body=body, ContentMD5=base64.b64encode(md5).decode()
+                )
+                self._part_md5s = [md5]
+            else:
+                if self._buffer:
+                    self._send_part(bytes(self._buffer))
+                parts = [future.result() for future in self._parts]
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
+                )
+            self._buffer = bytearray()
+            self.finished = True
+        finally:
+            super().close()
+
+    def abort(self) -> None:
+        """Give up: nothing of this object stays in S3."""
+        for future in self._parts:
+            future.cancel()
+        wait(self._parts)
+        if self._upload_id is not None and not self.finished:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+        super().close()
+
+    def uploaded(self, rows: int) -> UploadedArtifact:
+        if not self.finished:
+            raise RuntimeError(f"s3://{self.bucket}/{self.key} was not completed")
+        if self._upload_id is None:
+            etag = self._part_md5s[0].hex()
+        else:
+            etag = f"{hashlib.md5(b''.join(self._part_md5s)).hexdigest()}-{len(self._part_md5s)}"
+        return UploadedArtifact(self.key, rows, self.bytes, self._sha256.hexdigest(), etag)
+
+
+def verify_uploaded(client: Any, bucket: str, artifact: UploadedArtifact) -> None:
+    """Check the stored object's size and ETag against the hashes of the bytes written."""
+    key = artifact.key
     head = client.head_object(Bucket=bucket, Key=key)
     if head["ContentLength"] != artifact.bytes:
         raise IntegrityError(f"s3://{bucket}/{key} holds {head['ContentLength']} bytes, {artifact.bytes} were written")

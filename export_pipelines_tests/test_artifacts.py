@@ -1,36 +1,49 @@
-"""Uploads are checked against the hashes taken while writing, on the real S3 server."""
+"""Streaming uploads on the real S3 server: single and multipart objects carry the hashes of
+the bytes written, a damaged object is detected, and an aborted upload leaves nothing."""
 
 import hashlib
-from pathlib import Path
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from export_pipelines.artifacts import IntegrityError, stored_sha256, upload_verified
+from export_pipelines.artifacts import PART_BYTES, IntegrityError, S3UploadWriter, stored_sha256, verify_uploaded
 from export_pipelines.local_s3 import LocalS3
-from export_pipelines.writer import MULTIPART_THRESHOLD_BYTES, HashingWriter
 from export_pipelines_tests.conftest import BUCKET
 
 
-def written(path: Path, data: bytes, chunk: int = 1 << 20):
-    writer = HashingWriter(path)
-    for start in range(0, len(data), chunk):
-        writer.write(data[start : start + chunk])
-    return writer.artifact(rows=1)
+def stream(s3: LocalS3, key: str, data: bytes, chunk: int = 1 << 20):
+    with ThreadPoolExecutor(4) as pool:
+        writer = S3UploadWriter(s3.client(), BUCKET, key, pool, threading.Semaphore(3))
+        for start in range(0, len(data), chunk):
+            writer.write(data[start : start + chunk])
+        writer.close()
+    return writer.uploaded(rows=1)
 
 
-@pytest.mark.parametrize("size", [0, 1_000, MULTIPART_THRESHOLD_BYTES + 5_000_000])
-def test_upload_matches_hashes_single_and_multipart(s3_server: LocalS3, tmp_path: Path, size: int) -> None:
-    data = hashlib.sha256(b"seed").digest() * (size // 32) + b"z" * (size % 32)
-    artifact = written(tmp_path / "file.bin", data)
-    assert artifact.sha256 == hashlib.sha256(data).hexdigest() and artifact.bytes == size
-    key = f"integrity/{size}.bin"
-    upload_verified(s3_server.client(), BUCKET, key, artifact)
-    assert stored_sha256(s3_server.client(), BUCKET, key) == artifact.sha256
-    assert artifact.expected_etag.endswith("-5") == (size > MULTIPART_THRESHOLD_BYTES)
+@pytest.mark.parametrize("size", [0, 1_000, PART_BYTES, 3 * PART_BYTES + 12_345])
+def test_streamed_object_matches_the_written_bytes(s3_server: LocalS3, size: int) -> None:
+    data = (hashlib.sha256(b"seed").digest() * (size // 32 + 1))[:size]
+    artifact = stream(s3_server, f"integrity/{size}.bin", data)
+    assert (artifact.bytes, artifact.sha256) == (size, hashlib.sha256(data).hexdigest())
+    verify_uploaded(s3_server.client(), BUCKET, artifact)
+    assert stored_sha256(s3_server.client(), BUCKET, artifact.key) == artifact.sha256
+    assert artifact.expected_etag.endswith("-4") == (size > 3 * PART_BYTES)
 
 
-def test_upload_of_other_bytes_is_detected(s3_server: LocalS3, tmp_path: Path) -> None:
-    artifact = written(tmp_path / "file.bin", b"a" * 4096)
-    (tmp_path / "file.bin").write_bytes(b"b" * 4096)  # same size, different bytes on the way
+def test_damaged_object_is_detected(s3_server: LocalS3) -> None:
+    artifact = stream(s3_server, "integrity/damaged.bin", b"a" * 4096)
+    s3_server.client().put_object(Bucket=BUCKET, Key=artifact.key, Body=b"b" * 4096)
     with pytest.raises(IntegrityError, match="does not match the written bytes"):
-        upload_verified(s3_server.client(), BUCKET, "integrity/tampered.bin", artifact)
+        verify_uploaded(s3_server.client(), BUCKET, artifact)
+
+
+def test_aborted_multipart_upload_leaves_nothing(s3_server: LocalS3) -> None:
+    client = s3_server.client()
+    with ThreadPoolExecutor(2) as pool:
+        writer = S3UploadWriter(client, BUCKET, "integrity/aborted.bin", pool, threading.Semaphore(2))
+        writer.write(b"z" * (2 * PART_BYTES + 10))
+        writer.abort()
+    assert "Contents" not in client.list_objects_v2(Bucket=BUCKET, Prefix="integrity/aborted")
+    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix="integrity/aborted").get("Uploads", [])
+    assert uploads == []

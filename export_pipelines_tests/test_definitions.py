@@ -16,7 +16,7 @@ def test_definitions_load_with_export_job() -> None:
         "select_columns",
         "apply_row_rules",
         "serialize",
-        "upload",
+        "verify_upload",
         "record_result",
     }
     assert job.executor_def is dg.in_process_executor

@@ -178,24 +178,23 @@ def test_finished_export_id_is_never_overwritten(export_env: ExportEnvironment) 
     assert len(export_env.keys("default/once/")) == 2  # the artifact and the manifest survive
 
 
-def test_failed_upload_removes_what_was_uploaded(export_env: ExportEnvironment, monkeypatch) -> None:
-    from export_pipelines import artifacts
+def test_damaged_object_fails_the_export_and_removes_everything(export_env: ExportEnvironment, monkeypatch) -> None:
+    from export_pipelines import steps
 
-    original = artifacts.upload_verified
-    calls = []
+    original = steps.verify_uploaded
+    checked = []
 
-    def corrupt_second(client, bucket, key, artifact):
-        # The second file arrives damaged: the real check must catch it.
-        calls.append(key)
-        if len(calls) == 2:
-            artifact.path.write_bytes(b"x" * artifact.bytes)
-        original(client, bucket, key, artifact)
+    def damage_second(client, bucket, artifact):
+        # The second object is replaced by other bytes of the same size: the real check must catch it.
+        checked.append(artifact.key)
+        if len(checked) == 2:
+            client.put_object(Bucket=bucket, Key=artifact.key, Body=b"x" * artifact.bytes)
+        original(client, bucket, artifact)
 
-    monkeypatch.setattr("export_pipelines.ops.upload_verified", corrupt_second)
+    monkeypatch.setattr(steps, "verify_uploaded", damage_second)
     request = {"source": {"table": "payment.charges"}, "max_rows_per_file": 40_000, "format": "PARQUET"}
-    result = export_env.run(request)
-    record = export_env.record(result)
+    record = export_env.record(export_env.run(request))
     assert record["status"] == "FAILED"
     assert "does not match the written bytes" in record["error"]
-    assert len(calls) == 2
+    assert len(checked) == 2
     assert export_env.keys() == []

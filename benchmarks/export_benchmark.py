@@ -1,0 +1,150 @@
+"""Export engine benchmark: `export_job` against "DuckDB COPY to a local file, then boto3 upload_file".
+
+Builds a 1,000,000-row table like payment.charges, starts the local S3 server, and for each
+format x compression prints the median time of both paths and their ratio (ours / baseline).
+Then prints the peak RSS of an export process at 1M and at 5M rows.
+
+    uv run python benchmarks/export_benchmark.py [--rows 1000000] [--repeat 3] [--skip-rss]
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+FORMATS = ["CSV", "JSONL", "PARQUET"]
+COMPRESSIONS = ["NONE", "GZIP", "ZSTD"]
+TARGETS = {"GZIP": 0.7}  # every other pair: 1.2
+EXPORTED_COLUMNS = "* EXCLUDE (embedding, q, cache)"
+
+
+def build_warehouse(path: Path, rows: int) -> None:
+    from export_pipelines.demo_warehouse import create_charges
+
+    with duckdb.connect(str(path)) as connection:
+        create_charges(connection, rows)
+        connection.execute("CHECKPOINT")
+
+
+def baseline(warehouse: Path, client, bucket: str, export_format: str, compression: str, workdir: Path) -> None:
+    """DuckDB COPY ... TO a local file, then boto3 upload_file (default transfer settings)."""
+    if export_format == "PARQUET":
+        options = f"FORMAT parquet, COMPRESSION {'uncompressed' if compression == 'NONE' else compression.lower()}"
+        suffix = ".parquet"
+    else:
+        duck_format = "csv" if export_format == "CSV" else "json"
+        options = f"FORMAT {duck_format}, COMPRESSION {'none' if compression == 'NONE' else compression.lower()}"
+        suffix = f".{duck_format}" + {"NONE": "", "GZIP": ".gz", "ZSTD": ".zst"}[compression]
+    target = workdir / f"baseline{suffix}"
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        connection.execute(f"COPY (SELECT {EXPORTED_COLUMNS} FROM payment.charges) TO '{target}' ({options})")
+    client.upload_file(str(target), bucket, f"baseline/{target.name}")
+    target.unlink()
+
+
+def ours(export_format: str, compression: str) -> None:
+    from export_pipelines.jobs import export_job
+
+    result = export_job.execute_in_process(
+        run_config={"source": {"table": "payment.charges"}, "format": export_format, "compression": compression},
+        raise_on_error=True,
+    )
+    assert result.success
+
+
+def timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def peak_rss_of_export(rows: int, workdir: Path, environment: dict[str, str]) -> tuple[float, float]:
+    """Peak RSS (MiB) of a fresh process running one CSV/GZIP export of `rows` rows, and its seconds."""
+    warehouse = workdir / f"rss-{rows}.duckdb"
+    if not warehouse.exists():
+        build_warehouse(warehouse, rows)
+    child = subprocess.run(
+        [sys.executable, __file__, "--rss-child"],
+        env={**environment, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(rows * 2)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak, seconds = child.stdout.strip().splitlines()[-1].split()
+    return float(peak), float(seconds)
+
+
+def rss_child() -> None:
+    import logging
+
+    logging.disable(logging.INFO)
+    seconds = timed(ours, "CSV", "GZIP")
+    print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} {seconds:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        return rss_child()
+
+    import logging
+
+    from export_pipelines.local_s3 import run_local_s3
+
+    logging.disable(logging.INFO)
+    with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
+        workdir = Path(tmp)
+        warehouse = workdir / "warehouse.duckdb"
+        build_warehouse(warehouse, args.rows)
+        with run_local_s3(workdir / "s3", buckets=("exports",)) as s3:
+            environment = {
+                **os.environ,
+                **s3.environment(),
+                "EXPORTS_WAREHOUSE": str(warehouse),
+                "EXPORTS_DATABASE_URL": f"sqlite:///{workdir / 'exports.db'}",
+                "EXPORTS_MAX_ROWS": str(args.rows),
+            }
+            os.environ.update(environment)
+            client = s3.client()
+            ours("CSV", "NONE")  # warm up: the object store allocates its volumes on first write
+            print(f"{args.rows:,} rows, median of {args.repeat}; ratio = ours / baseline")
+            print(f"{'pair':<16}{'ours s':>9}{'base s':>9}{'ratio':>8}  target")
+            for export_format in FORMATS:
+                for compression in COMPRESSIONS:
+                    our_times, base_times = [], []
+                    for _ in range(args.repeat):
+                        our_times.append(timed(ours, export_format, compression))
+                        base_times.append(
+                            timed(baseline, warehouse, client, "exports", export_format, compression, workdir)
+                        )
+                    ours_s, base_s = statistics.median(our_times), statistics.median(base_times)
+                    target = TARGETS.get(compression, 1.2)
+                    verdict = "ok" if ours_s / base_s <= target else "MISSED"
+                    print(
+                        f"{export_format + '/' + compression:<16}{ours_s:>9.2f}{base_s:>9.2f}"
+                        f"{ours_s / base_s:>8.2f}  <= {target} {verdict}",
+                        flush=True,
+                    )
+            if not args.skip_rss:
+                rss_1m, seconds_1m = peak_rss_of_export(1_000_000, workdir, environment)
+                rss_5m, seconds_5m = peak_rss_of_export(5_000_000, workdir, environment)
+                print(
+                    f"peak RSS, CSV/GZIP export: 1M rows {rss_1m:.0f} MiB ({seconds_1m:.1f}s), "
+                    f"5M rows {rss_5m:.0f} MiB ({seconds_5m:.1f}s), ratio {rss_5m / rss_1m:.2f} (target <= 1.5)"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The export path, step by step, as plain functions: the ops of `export_job` call these
+(adding logs and metadata), and the benchmark times them without Dagster's run machinery.
+
+Rows flow between the steps as lazy DuckDB relations; nothing is materialized until Polars
+streams the rows into files that are uploaded while they are written.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from export_pipelines import shaping
+from export_pipelines.artifacts import (
+    S3UploadWriter,
+    UploadedArtifact,
+    check_key_segment,
+    delete_keys,
+    export_key_prefix,
+    put_manifest,
+    verify_uploaded,
+)
+from export_pipelines.request import Compression, CsvOptions, ExportFormat, ExportRequest, InvalidRequest
+from export_pipelines.store import ExportStore
+from export_pipelines.warehouse import WarehouseSource, resolve_source
+from export_pipelines.writer import file_extension, part_file_names, prepare_csv_frame, rows_in_part, write_parts
+
+NOT_SUPPORTED_YET = ("filters", "expand_array", "order_by")
+UPLOAD_THREADS = 4
+PARTS_IN_FLIGHT = 6  # at most this many 8 MiB parts wait in memory for their upload
+
+
+@dataclass(frozen=True)
+class ResolvedExport:
+    """A request checked against the warehouse: what to read and how to write it."""
+
+    export_id: str
+    project_id: str
+    request: ExportRequest
+    source: WarehouseSource
+    format: ExportFormat
+    compression: Compression
+    base_name: str
+    key_prefix: str
+    started_at: datetime
+    started_monotonic: float
+
+
+@dataclass(frozen=True)
+class ExportRows:
+    """The rows to export as a lazy relation; `row_count` is known once the rules applied."""
+
+    export: ResolvedExport
+    relation: duckdb.DuckDBPyRelation
+    row_count: int | None = None
+    rules: shaping.ColumnRules | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class WrittenExport:
+    export: ResolvedExport
+    artifacts: list[UploadedArtifact]
+    schema: list[dict[str, str]]
+    row_count: int
+
+    @property
+    def bytes(self) -> int:
+        return sum(artifact.bytes for artifact in self.artifacts)
+
+
+def request_record(request: ExportRequest) -> dict[str, Any]:
+    """The request as JSON, the way the request table and the manifest keep it."""
+    return request.model_dump(mode="json", exclude_none=True)
+
+
+def resolve(
+    request: ExportRequest,
+    run_id: str,
+    open_warehouse: Callable[[], duckdb.DuckDBPyConnection],
+    store: ExportStore,
+    s3_prefix: str,
+) -> ExportRows:
+    """Mark the export RUNNING, check the request, and find its source in the catalog."""
+    export_id = request.export_id or run_id
+    started_at = datetime.now(UTC)
+    started_monotonic = time.monotonic()
+    check_key_segment("export_id", export_id)
+    check_key_segment("project_id", request.project_id)
+    requested_by = request.requested_by.model_dump() if request.requested_by else {}
+    requested_by.setdefault("client_source", "ui")
+    store.start(export_id, request.project_id, request_record(request), requested_by, run_id)
+    unsupported = [name for name in NOT_SUPPORTED_YET if getattr(request, name) is not None]
+    if request.include_vectors:
+        unsupported.append("include_vectors")
+    if unsupported:
+        raise InvalidRequest(f"not supported yet: {', '.join(unsupported)}")
+    if request.max_rows_per_file is not None and request.max_rows_per_file < 1:
+        raise InvalidRequest("max_rows_per_file must be at least 1")
+    connection = open_warehouse()
+    source = resolve_source(connection, request.source)
+    base_name = request.name or source.name
+    check_key_segment("name", base_name)
+    export = ResolvedExport(
+        export_id=export_id,
+        project_id=request.project_id,
+        request=request,
+        source=source,
+        format=request.resolved_format,
+        compression=request.resolved_compression,
+        base_name=base_name,
+        key_prefix=export_key_prefix(s3_prefix, request.project_id, export_id),
+        started_at=started_at,
+        started_monotonic=started_monotonic,
+    )
+    store.describe(export_id, source.display_name, export.format.value, export.compression.value)
+    return ExportRows(export, connection.sql(f"SELECT * FROM {source.sql_name}"))
+
+
+def select(rows: ExportRows) -> ExportRows:
+    """Project the requested columns."""
+    return ExportRows(rows.export, shaping.select_columns(rows.relation, rows.export.request.columns))
+
+
+def apply_rules(rows: ExportRows, max_rows: int, warn: Callable[[str], None]) -> ExportRows:
+    """Leave out plumbing, vector and (on request) system columns; limit and count the rows."""
+    request = rows.export.request
+    rules = shaping.column_rules(rows.relation, request.include_system_columns)
+    if not rules.kept:
+        raise InvalidRequest("no columns left to export after leaving out system, plumbing and vector columns")
+    explicit_system = [c for c in rules.dropped_system if request.columns and c in request.columns]
+    if explicit_system:
+        warn(f"include_system_columns is false: left out {', '.join(explicit_system)} although requested")
+    limit = shaping.clamp_limit(request.limit, max_rows)
+    relation = shaping.project(rows.relation, rules.kept)
+    row_count = shaping.count_rows(relation, limit, max_rows)
+    if limit is not None:
+        relation = relation.limit(limit)
+    return ExportRows(rows.export, relation, row_count, rules, limit)
+
+
+def serialize_to_s3(rows: ExportRows, client: Any, bucket: str) -> WrittenExport:
+    """Stream the rows through Polars into the format, each file uploaded while it is written."""
+    export = rows.export
+    assert rows.row_count is not None
+    relation = rows.relation
+    schema = [{"name": n, "type": str(t)} for n, t in zip(relation.columns, relation.types, strict=True)]
+    csv_options = export.request.csv_options or CsvOptions()
+    if export.format is ExportFormat.CSV:
+        relation = shaping.json_encode_nested(relation)
+    frame = relation.pl(lazy=True)
+    if export.format is ExportFormat.CSV:
+        frame = prepare_csv_frame(frame, csv_options)
+    max_rows_per_file = export.request.max_rows_per_file
+    names = part_file_names(
+        export.base_name, file_extension(export.format, export.compression), rows.row_count, max_rows_per_file
+    )
+    in_flight = threading.Semaphore(PARTS_IN_FLIGHT)
+    with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="s3-upload") as pool:
+        writers = [S3UploadWriter(client, bucket, export.key_prefix + name, pool, in_flight) for name in names]
+        try:
+            write_parts(frame, writers, export.format, export.compression, csv_options, max_rows_per_file)
+            for writer in writers:
+                writer.close()  # a part Polars never opened (no rows) still becomes an object
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            delete_keys(client, bucket, [w.key for w in writers if w.finished])
+            raise
+    artifacts = [
+        writer.uploaded(rows_in_part(part, rows.row_count, max_rows_per_file)) for part, writer in enumerate(writers)
+    ]
+    return WrittenExport(export, artifacts, schema, rows.row_count)
+
+
+def verify(written: WrittenExport, client: Any, bucket: str) -> None:
+    """Check every object against the hashes of the bytes written; remove them all on a mismatch."""
+    try:
+        for artifact in written.artifacts:
+            verify_uploaded(client, bucket, artifact)
+    except BaseException:
+        delete_keys(client, bucket, [artifact.key for artifact in written.artifacts])
+        raise
+
+
+def record(written: WrittenExport, client: Any, bucket: str, store: ExportStore) -> dict[str, Any]:
+    """Write manifest.json last, then mark the export SUCCEEDED with its figures."""
+    export = written.export
+    files = [artifact.manifest_entry() for artifact in written.artifacts]
+    manifest = {
+        "export_id": export.export_id,
+        "project_id": export.project_id,
+        "source": export.source.display_name,
+        "format": export.format.value,
+        "compression": export.compression.value,
+        "created_at": export.started_at.isoformat(),
+        "rows": written.row_count,
+        "bytes": written.bytes,
+        "files": files,
+        "schema": written.schema,
+        "request": request_record(export.request),
+    }
+    put_manifest(client, bucket, export.key_prefix, manifest)
+    duration_ms = int((time.monotonic() - export.started_monotonic) * 1000)
+    store.succeed(export.export_id, written.row_count, written.bytes, duration_ms, files)
+    return {**manifest, "duration_ms": duration_ms}
