@@ -124,8 +124,12 @@ class S3UploadWriter(io.RawIOBase):
         self._pool, self._in_flight = pool, in_flight
         self._buffer = bytearray()
         self._sha256 = hashlib.sha256()
-        self._part_md5s: list[bytes] = []
+        # Hashing runs beside the writer: sha256 in order on its own thread, part MD5s on the
+        # upload threads, so the thread Polars writes from only copies bytes.
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+        self._hashed: list[Future] = []
         self._parts: list[Future] = []
+        self._part_md5s: list[bytes] = []
         self._upload_id: str | None = None
         self.bytes = 0
         self.finished = False
@@ -135,7 +139,6 @@ class S3UploadWriter(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._sha256.update(view)
         self._buffer += view
         self.bytes += len(view)
         while len(self._buffer) >= PART_BYTES:
@@ -144,18 +147,20 @@ class S3UploadWriter(io.RawIOBase):
             self._send_part(part)
         return len(view)
 
+    def _hash(self, data: bytes) -> None:
+        self._hashed.append(self._hasher.submit(self._sha256.update, data))
+
     def _send_part(self, part: bytes) -> None:
         if self._upload_id is None:
             self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
-        md5 = hashlib.md5(part).digest()
-        self._part_md5s.append(md5)
+        self._hash(part)
         self._in_flight.acquire()  # bounds the parts held in memory
-        number = len(self._part_md5s)
-        future = self._pool.submit(self._upload_part, number, part, md5)
+        future = self._pool.submit(self._upload_part, len(self._parts) + 1, part)
         future.add_done_callback(lambda _: self._in_flight.release())
         self._parts.append(future)
 
-    def _upload_part(self, number: int, part: bytes, md5: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, part: bytes) -> tuple[dict[str, Any], bytes]:
+        md5 = hashlib.md5(part).digest()
         response = self.client.upload_part(
             Bucket=self.bucket,
             Key=self.key,
@@ -164,7 +169,7 @@ class S3UploadWriter(io.RawIOBase):
             Body=part,
             ContentMD5=base64.b64encode(md5).decode(),
         )
-        return {"PartNumber": number, "ETag": response["ETag"]}
+        return {"PartNumber": number, "ETag": response["ETag"]}, md5
 
     def close(self) -> None:
         """Flush the last bytes and complete the object (the first close only)."""
@@ -173,6 +178,7 @@ class S3UploadWriter(io.RawIOBase):
         try:
             if self._upload_id is None:
                 body = bytes(self._buffer)
+                self._hash(body)
                 md5 = hashlib.md5(body).digest()
                 self.client.put_object(
                     Bucket=self.bucket, Key=self.key, Body=body, ContentMD5=base64.b64encode(md5).decode()
@@ -181,13 +187,20 @@ class S3UploadWriter(io.RawIOBase):
             else:
                 if self._buffer:
                     self._send_part(bytes(self._buffer))
-                parts = [future.result() for future in self._parts]
+                results = [future.result() for future in self._parts]
+                self._part_md5s = [md5 for _, md5 in results]
                 self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": parts}
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": [part for part, _ in results]},
                 )
+            for hashed in self._hashed:
+                hashed.result()
             self._buffer = bytearray()
             self.finished = True
         finally:
+            self._hasher.shutdown()
             super().close()
 
     def abort(self) -> None:
@@ -195,6 +208,7 @@ class S3UploadWriter(io.RawIOBase):
         for future in self._parts:
             future.cancel()
         wait(self._parts)
+        self._hasher.shutdown(cancel_futures=True)
         if self._upload_id is not None and not self.finished:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
         super().close()

@@ -31,8 +31,8 @@ from export_pipelines.warehouse import WarehouseSource, resolve_source
 from export_pipelines.writer import file_extension, part_file_names, prepare_csv_frame, rows_in_part, write_parts
 
 NOT_SUPPORTED_YET = ("filters", "expand_array", "order_by")
-UPLOAD_THREADS = 4
-PARTS_IN_FLIGHT = 6  # at most this many 8 MiB parts wait in memory for their upload
+UPLOAD_THREADS = 8
+PARTS_IN_FLIGHT = 12  # at most this many 8 MiB parts wait in memory for their upload
 
 
 @dataclass(frozen=True)
