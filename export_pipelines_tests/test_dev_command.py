@@ -1,0 +1,86 @@
+"""The README's dev command: it starts S3, builds the demo warehouse, serves the Dagster UI with
+the export_job code location, and Ctrl-C stops every process it started.
+
+Launching exports through that deployment is issue #4's end-to-end suite; here only start-up
+and shutdown are covered.
+"""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+DEADLINE_SECONDS = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_dev_command_serves_export_job_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "export_pipelines.cli", "dev", "--port", str(port), "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: answers(port), "the Dagster UI")
+        jobs = wait_for(
+            lambda: graphql(
+                port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name } } } } }"
+            )["data"]["repositoriesOrError"]["nodes"],
+            "the code location",
+        )
+        assert "export_job" in {job["name"] for node in jobs for job in node["jobs"]}
+        assert (tmp_path / "warehouse.duckdb").exists()
+        assert json.loads((tmp_path / "s3" / "keys.json").read_text())["access_key_id"]
+        started = {child.pid for child in psutil.Process(dev.pid).children(recursive=True)}
+        assert started
+    finally:
+        dev.send_signal(signal.SIGINT)  # what Ctrl-C does
+        output, _ = dev.communicate(timeout=DEADLINE_SECONDS)
+    assert dev.returncode == 0, output
+    assert f"Dagster UI   http://127.0.0.1:{port}" in output
+    wait_for(
+        lambda: not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"],
+        "every started process to stop",
+    )
+    assert not answers(port)
