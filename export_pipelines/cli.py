@@ -38,11 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo warehouse written to {path}")
         return 0
     if args.command == "migrate":
-        from export_pipelines.store import engine_for
+        import sqlalchemy as sa
 
-        url = env("EXPORTS_DATABASE_URL")
-        engine_for(url)
-        print(f"export_requests is ready at {engine_for(url).url.render_as_string(hide_password=True)}")
+        from export_pipelines.store import migrate
+
+        engine = sa.create_engine(env("EXPORTS_DATABASE_URL"))
+        for change in migrate(engine) or ["already up to date"]:
+            print(change)
+        print(f"export_requests is ready at {engine.url.render_as_string(hide_password=True)}")
         return 0
     return 2
 

@@ -94,8 +94,38 @@ def engine_for(url: str) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    migrate(engine)
     return engine
+
+
+def migrate(engine: sa.Engine) -> list[str]:
+    """Create export_requests, or bring an older one up to date (added columns and indexes).
+
+    Returns what was changed. Alembic's comparison finds the differences; only additive ones
+    are applied, so no data is ever dropped.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    metadata.create_all(engine)
+    changes = []
+    with engine.begin() as connection:
+        context = MigrationContext.configure(connection)
+        diffs = compare_metadata(context, metadata)
+        new_columns = [diff[3] for diff in diffs if diff[0] == "add_column"]
+        if new_columns:
+            # SQLite cannot ALTER in a column with a computed default: batch mode rebuilds the table.
+            recreate = "always" if engine.dialect.name == "sqlite" else "auto"
+            with Operations(context).batch_alter_table(export_requests.name, recreate=recreate) as batch:
+                for column in new_columns:
+                    batch.add_column(column._copy())
+                    changes.append(f"added column {export_requests.name}.{column.name}")
+        for diff in compare_metadata(context, metadata):
+            if diff[0] == "add_index":
+                diff[1].create(connection)
+                changes.append(f"added index {diff[1].name}")
+    return changes
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -6,7 +6,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from export_pipelines.store import ExportConflict, ExportStore, engine_for
+from export_pipelines.store import ExportConflict, ExportStore, engine_for, migrate
 from export_pipelines_tests.conftest import ExportEnvironment, table_columns
 
 SPEC_COLUMNS = {
@@ -26,6 +26,26 @@ def database_url(request, tmp_path) -> str:
 def test_table_has_the_spec_columns(database_url: str) -> None:
     engine_for(database_url)
     assert table_columns(database_url) == SPEC_COLUMNS
+
+
+def test_older_table_is_migrated_without_losing_rows(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE IF EXISTS export_requests"))
+        connection.execute(
+            sa.text(
+                "CREATE TABLE export_requests (id VARCHAR(64) PRIMARY KEY, project_id VARCHAR(128) NOT NULL, "
+                "status VARCHAR(16) NOT NULL DEFAULT 'PENDING', request TEXT NOT NULL)"
+            )
+        )
+        connection.execute(sa.text("INSERT INTO export_requests VALUES ('old', 'p', 'SUCCEEDED', '{}')"))
+    changes = migrate(engine)
+    assert "added column export_requests.row_count" in changes
+    assert "added index ix_export_requests_status_created" in changes
+    assert table_columns(database_url) == SPEC_COLUMNS
+    assert migrate(engine) == []
+    assert ExportStore(engine).get("old")["status"] == "SUCCEEDED"
+    engine.dispose()
 
 
 def test_producer_insert_gets_defaults_and_moves_through_statuses(database_url: str) -> None:
