@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 # Each SeaweedFS component needs its own http and grpc port.
@@ -42,20 +41,16 @@ class LocalS3:
     secret_access_key: str
     region: str = "us-east-1"
 
-    def client(self):
-        """A boto3 S3 client for this server (tests and set-up only; the job uses its resource)."""
-        return boto3.client(
-            "s3",
+    def client(self) -> Any:
+        """An S3 client for this server, built by the service's own S3 resource."""
+        from export_pipelines.artifacts import ExportS3Resource
+
+        return ExportS3Resource(
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key,
             region_name=self.region,
-            config=Config(
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                retries={"max_attempts": 3, "mode": "standard"},
-            ),
-        )
+        ).get_client()
 
     def environment(self) -> dict[str, str]:
         """The environment variables that point the service at this server."""

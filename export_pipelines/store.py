@@ -171,21 +171,14 @@ class ExportStore:
             connection.execute(export_requests.insert().values(values))
 
     def get(self, export_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as connection:
-            row = (
-                connection.execute(sa.select(export_requests).where(export_requests.c.id == export_id))
-                .mappings()
-                .first()
-            )
-        return _decode(row) if row is not None else None
+        return self._first(export_requests.c.id == export_id)
 
     def find_by_run(self, run_id: str) -> dict[str, Any] | None:
+        return self._first(export_requests.c.run_id == run_id)
+
+    def _first(self, condition: sa.ColumnElement[bool]) -> dict[str, Any] | None:
         with self.engine.connect() as connection:
-            row = (
-                connection.execute(sa.select(export_requests).where(export_requests.c.run_id == run_id))
-                .mappings()
-                .first()
-            )
+            row = connection.execute(sa.select(export_requests).where(condition)).mappings().first()
         return _decode(row) if row is not None else None
 
     def start(
