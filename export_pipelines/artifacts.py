@@ -103,19 +103,23 @@ class UploadedArtifact:
     rows: int
     bytes: int
     sha256: str
-    expected_etag: str  # what S3 reports for these bytes: MD5, or MD5 of the part MD5s and "-N"
+    expected_checksum: str  # S3's ChecksumSHA256: of the object, or of the part digests and "-N"
 
     def manifest_entry(self) -> dict[str, Any]:
         return {"key": self.key, "bytes": self.bytes, "rows": self.rows, "sha256": self.sha256}
 
 
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
 class S3UploadWriter(io.RawIOBase):
     """A write-only file that streams into one S3 object while it is written.
 
-    Bytes are hashed as they arrive (sha256 for the manifest, MD5s for S3's integrity checks);
-    every full part goes to a multipart upload on a background thread with its Content-MD5, so
-    uploading overlaps writing and memory stays bounded. An object smaller than one part is put
-    in a single request when the file is closed.
+    Every full part goes to a multipart upload on a background thread with its SHA-256, which
+    S3 checks on receipt, so uploading overlaps writing and memory stays bounded. The sha256 of
+    the whole object is computed in order on a thread of its own, so the thread Polars writes
+    from only copies bytes. An object smaller than one part is put whole when the file closes.
     """
 
     def __init__(self, client: Any, bucket: str, key: str, pool: ThreadPoolExecutor, in_flight: threading.Semaphore):
@@ -124,12 +128,10 @@ class S3UploadWriter(io.RawIOBase):
         self._pool, self._in_flight = pool, in_flight
         self._buffer = bytearray()
         self._sha256 = hashlib.sha256()
-        # Hashing runs beside the writer: sha256 in order on its own thread, part MD5s on the
-        # upload threads, so the thread Polars writes from only copies bytes.
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
         self._hashed: list[Future] = []
         self._parts: list[Future] = []
-        self._part_md5s: list[bytes] = []
+        self._part_digests: list[bytes] = []
         self._upload_id: str | None = None
         self.bytes = 0
         self.finished = False
@@ -147,29 +149,28 @@ class S3UploadWriter(io.RawIOBase):
             self._send_part(part)
         return len(view)
 
-    def _hash(self, data: bytes) -> None:
-        self._hashed.append(self._hasher.submit(self._sha256.update, data))
-
     def _send_part(self, part: bytes) -> None:
         if self._upload_id is None:
-            self._upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
-        self._hash(part)
+            self._upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256"
+            )["UploadId"]
+        self._hashed.append(self._hasher.submit(self._sha256.update, part))
         self._in_flight.acquire()  # bounds the parts held in memory
         future = self._pool.submit(self._upload_part, len(self._parts) + 1, part)
         future.add_done_callback(lambda _: self._in_flight.release())
         self._parts.append(future)
 
     def _upload_part(self, number: int, part: bytes) -> tuple[dict[str, Any], bytes]:
-        md5 = hashlib.md5(part).digest()
+        digest = hashlib.sha256(part).digest()
         response = self.client.upload_part(
             Bucket=self.bucket,
             Key=self.key,
             UploadId=self._upload_id,
             PartNumber=number,
             Body=part,
-            ContentMD5=base64.b64encode(md5).decode(),
+            ChecksumSHA256=_b64(digest),
         )
-        return {"PartNumber": number, "ETag": response["ETag"]}, md5
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": _b64(digest)}, digest
 
     def close(self) -> None:
         """Flush the last bytes and complete the object (the first close only)."""
@@ -178,25 +179,23 @@ class S3UploadWriter(io.RawIOBase):
         try:
             if self._upload_id is None:
                 body = bytes(self._buffer)
-                self._hash(body)
-                md5 = hashlib.md5(body).digest()
+                self._sha256.update(body)
                 self.client.put_object(
-                    Bucket=self.bucket, Key=self.key, Body=body, ContentMD5=base64.b64encode(md5).decode()
+                    Bucket=self.bucket, Key=self.key, Body=body, ChecksumSHA256=_b64(self._sha256.digest())
                 )
-                self._part_md5s = [md5]
             else:
                 if self._buffer:
                     self._send_part(bytes(self._buffer))
                 results = [future.result() for future in self._parts]
-                self._part_md5s = [md5 for _, md5 in results]
+                self._part_digests = [digest for _, digest in results]
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=self.key,
                     UploadId=self._upload_id,
                     MultipartUpload={"Parts": [part for part, _ in results]},
                 )
-            for hashed in self._hashed:
-                hashed.result()
+                for hashed in self._hashed:
+                    hashed.result()
             self._buffer = bytearray()
             self.finished = True
         finally:
@@ -217,24 +216,25 @@ class S3UploadWriter(io.RawIOBase):
         if not self.finished:
             raise RuntimeError(f"s3://{self.bucket}/{self.key} was not completed")
         if self._upload_id is None:
-            etag = self._part_md5s[0].hex()
+            checksum = _b64(self._sha256.digest())
         else:
-            etag = f"{hashlib.md5(b''.join(self._part_md5s)).hexdigest()}-{len(self._part_md5s)}"
-        return UploadedArtifact(self.key, rows, self.bytes, self._sha256.hexdigest(), etag)
+            composite = hashlib.sha256(b"".join(self._part_digests)).digest()
+            checksum = f"{_b64(composite)}-{len(self._part_digests)}"
+        return UploadedArtifact(self.key, rows, self.bytes, self._sha256.hexdigest(), checksum)
 
 
 def verify_uploaded(client: Any, bucket: str, artifact: UploadedArtifact) -> None:
-    """Check the stored object's size and ETag against the hashes of the bytes written."""
+    """Check the stored object's size and SHA-256 checksum against the bytes written."""
     key = artifact.key
-    head = client.head_object(Bucket=bucket, Key=key)
+    head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     if head["ContentLength"] != artifact.bytes:
         raise IntegrityError(f"s3://{bucket}/{key} holds {head['ContentLength']} bytes, {artifact.bytes} were written")
-    etag = head["ETag"].strip('"')
-    if re.fullmatch(r"[0-9a-f]{32}(-\d+)?", etag):
-        if etag != artifact.expected_etag:
-            raise IntegrityError(f"s3://{bucket}/{key} ETag {etag} does not match the written bytes")
+    stored = head.get("ChecksumSHA256")
+    if stored is not None:
+        if stored != artifact.expected_checksum:
+            raise IntegrityError(f"s3://{bucket}/{key} checksum {stored} does not match the written bytes")
     elif stored_sha256(client, bucket, key) != artifact.sha256:
-        # ETags that are not MD5s (encrypted buckets): read the object back instead.
+        # A store that keeps no checksum for the object: read it back instead.
         raise IntegrityError(f"s3://{bucket}/{key} sha256 does not match the written bytes")
 
 

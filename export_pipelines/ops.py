@@ -95,7 +95,7 @@ def serialize(context: dg.OpExecutionContext, rows: ExportRows, s3: ExportS3Reso
     return written
 
 
-@dg.op(description="Check every object in S3 against the sha256/MD5 hashes taken while writing.")
+@dg.op(description="Check every object in S3 (size and SHA-256 checksum) against the bytes written.")
 def verify_upload(context: dg.OpExecutionContext, written: WrittenExport, s3: ExportS3Resource) -> WrittenExport:
     steps.verify(written, s3.get_client(), s3.resolved_bucket)
     context.log.info(f"{len(written.artifacts)} object(s) verified")

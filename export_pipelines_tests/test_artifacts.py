@@ -1,5 +1,6 @@
-"""Streaming uploads on the real S3 server: single and multipart objects carry the hashes of
-the bytes written, a damaged object is detected, and an aborted upload leaves nothing."""
+"""Streaming uploads on the real S3 server: single and multipart objects carry the SHA-256 of
+the bytes written, S3 rejects a damaged part, a replaced object is detected, and an aborted
+upload leaves nothing."""
 
 import hashlib
 import threading
@@ -28,7 +29,7 @@ def test_streamed_object_matches_the_written_bytes(s3_server: LocalS3, size: int
     assert (artifact.bytes, artifact.sha256) == (size, hashlib.sha256(data).hexdigest())
     verify_uploaded(s3_server.client(), BUCKET, artifact)
     assert stored_sha256(s3_server.client(), BUCKET, artifact.key) == artifact.sha256
-    assert artifact.expected_etag.endswith("-4") == (size > 3 * PART_BYTES)
+    assert artifact.expected_checksum.endswith("-4") == (size > 3 * PART_BYTES)
 
 
 def test_damaged_object_is_detected(s3_server: LocalS3) -> None:
@@ -36,6 +37,23 @@ def test_damaged_object_is_detected(s3_server: LocalS3) -> None:
     s3_server.client().put_object(Bucket=BUCKET, Key=artifact.key, Body=b"b" * 4096)
     with pytest.raises(IntegrityError, match="does not match the written bytes"):
         verify_uploaded(s3_server.client(), BUCKET, artifact)
+
+
+def test_s3_rejects_a_part_that_does_not_match_its_checksum(s3_server: LocalS3, monkeypatch) -> None:
+    client = s3_server.client()
+    original = client.upload_part
+
+    def damaged(**kwargs):
+        return original(**{**kwargs, "Body": b"y" * len(kwargs["Body"])})
+
+    monkeypatch.setattr(client, "upload_part", damaged)
+    with ThreadPoolExecutor(2) as pool:
+        writer = S3UploadWriter(client, BUCKET, "integrity/damaged-part.bin", pool, threading.Semaphore(2))
+        writer.write(b"z" * (PART_BYTES + 10))
+        with pytest.raises(Exception, match="BadDigest"):
+            writer.close()
+        writer.abort()
+    assert "Contents" not in client.list_objects_v2(Bucket=BUCKET, Prefix="integrity/damaged-part")
 
 
 def test_aborted_multipart_upload_leaves_nothing(s3_server: LocalS3) -> None:
