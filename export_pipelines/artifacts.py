@@ -18,7 +18,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from export_pipelines.request import InvalidRequest
 from export_pipelines.settings import env, optional_env
@@ -42,6 +42,8 @@ class ExportS3Resource(S3Resource):
         default=None, description="Key prefix of every export. Default: $EXPORTS_PREFIX, else empty."
     )
 
+    _client: Any = PrivateAttr(default=None)
+
     @property
     def resolved_bucket(self) -> str:
         return self.bucket or env("EXPORTS_BUCKET")
@@ -55,6 +57,13 @@ class ExportS3Resource(S3Resource):
         return self
 
     def get_client(self) -> Any:
+        """The S3 client, built once per resource instance (boto3 clients are thread-safe and
+        slow to build)."""
+        if self._client is None:
+            self._client = self._build_client()
+        return self._client
+
+    def _build_client(self) -> Any:
         import boto3
 
         endpoint_url = self.endpoint_url or optional_env("EXPORTS_S3_ENDPOINT_URL")
