@@ -11,6 +11,7 @@ from export_pipelines.ops import (
     resolve_request,
     select_columns,
     serialize,
+    shape_rows,
     verify_upload,
 )
 from export_pipelines.request import ExportRequest
@@ -33,4 +34,4 @@ def request_as_run_config(request: dict[str, Any]) -> dict[str, Any]:
     tags={"kind": "export"},
 )
 def export_job() -> None:
-    record_result(verify_upload(serialize(apply_row_rules(select_columns(resolve_request())))))
+    record_result(verify_upload(serialize(apply_row_rules(select_columns(shape_rows(resolve_request()))))))

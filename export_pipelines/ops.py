@@ -56,6 +56,21 @@ def resolve_request(
     return rows
 
 
+@dg.op(description="Filter the rows, expand a list field into rows, and order them, as requested.")
+def shape_rows(context: dg.OpExecutionContext, rows: ExportRows) -> ExportRows:
+    request = rows.export.request
+    with user_errors():
+        shaped = steps.shape(rows)
+    context.add_output_metadata(
+        {
+            "filters": dg.MetadataValue.json(request.filters) if request.filters is not None else "none",
+            "expand_array": request.expand_array or "none",
+            "order_by": ", ".join(request.order_by) if request.order_by else "none",
+        }
+    )
+    return shaped
+
+
 @dg.op(description="Select the requested columns (dot notation reaches nested struct fields).")
 def select_columns(context: dg.OpExecutionContext, rows: ExportRows) -> ExportRows:
     with user_errors():
@@ -77,6 +92,7 @@ def apply_row_rules(context: dg.OpExecutionContext, rows: ExportRows, policy: Ex
             "columns": ", ".join(shaped.rules.kept),
             "left_out_system_columns": ", ".join(shaped.rules.dropped_system) or "none",
             "left_out_vector_columns": ", ".join(shaped.rules.dropped_vectors) or "none",
+            "vectors_artifact": "yes" if shaped.vectors is not None else "no",
         }
     )
     return shaped

@@ -7,7 +7,7 @@ objects; no request value is ever formatted into SQL.
 from dataclasses import dataclass
 
 import duckdb
-from duckdb import ColumnExpression, ConstantExpression, FunctionExpression
+from duckdb import CaseExpression, ColumnExpression, ConstantExpression, Expression, FunctionExpression
 from duckdb.sqltypes import VARCHAR, DuckDBPyType
 
 from export_pipelines.request import InvalidRequest
@@ -57,6 +57,30 @@ def available_columns(relation: duckdb.DuckDBPyRelation) -> list[str]:
     return names
 
 
+def resolve_field(relation: duckdb.DuckDBPyRelation, name: str) -> tuple[Expression, DuckDBPyType] | None:
+    """The expression and type of a field: a column, or a nested struct field in dot notation.
+
+    Plumbing columns are not fields. A column whose own name holds a dot (an expanded nested
+    list, say) wins over the struct path of the same spelling.
+    """
+    types = dict(zip(relation.columns, relation.types, strict=True))
+    if name in types:
+        return (ColumnExpression(name), types[name]) if name not in PLUMBING_COLUMNS else None
+    head, *path = name.split(".")
+    column_type = types.get(head)
+    if column_type is None or head in PLUMBING_COLUMNS:
+        return None
+    expression: Expression = ColumnExpression(head)
+    for field in path:
+        if column_type.id != "struct":
+            return None
+        column_type = dict(column_type.children).get(field)
+        if column_type is None:
+            return None
+        expression = FunctionExpression("struct_extract", expression, ConstantExpression(field))
+    return expression, column_type
+
+
 def select_columns(relation: duckdb.DuckDBPyRelation, columns: list[str] | None) -> duckdb.DuckDBPyRelation:
     """Project `columns` in order (dot notation reaches into structs); all columns when None."""
     if columns is None:
@@ -66,30 +90,63 @@ def select_columns(relation: duckdb.DuckDBPyRelation, columns: list[str] | None)
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
         raise InvalidRequest(f"duplicate columns: {', '.join(duplicates)}")
-    types = dict(zip(relation.columns, relation.types, strict=True))
-    expressions = []
-    unknown = []
-    for requested in columns:
-        head, *path = requested.split(".")
-        column_type = types.get(head)
-        expression = ColumnExpression(head) if column_type is not None else None
-        for field in path:
-            if column_type is None or column_type.id != "struct":
-                column_type = None
-                break
-            fields = dict(column_type.children)
-            column_type = fields.get(field)
-            expression = FunctionExpression("struct_extract", expression, ConstantExpression(field))
-        if column_type is None or head in PLUMBING_COLUMNS:
-            unknown.append(requested)
-        else:
-            expressions.append(expression.alias(requested))
+    resolved = {name: resolve_field(relation, name) for name in columns}
+    unknown = [name for name, found in resolved.items() if found is None]
     if unknown:
         raise InvalidRequest(
             f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
             f"available columns: {', '.join(available_columns(relation))}"
         )
-    return relation.select(*expressions)
+    return relation.select(*(found[0].alias(name) for name, found in resolved.items() if found is not None))
+
+
+def expand_array(relation: duckdb.DuckDBPyRelation, field: str) -> duckdb.DuckDBPyRelation:
+    """One row per item of the list `field`; a row whose list is empty or null keeps one row
+    with null there. The items replace a top-level list column in place; a nested list's items
+    come as a new column named by its path (e.g. `metadata.tags`)."""
+    resolved = resolve_field(relation, field)
+    if resolved is None:
+        raise InvalidRequest(
+            f"expand_array: unknown field {field}; available fields: {', '.join(available_columns(relation))}"
+        )
+    expression, field_type = resolved
+    if field_type.id != "list":
+        raise InvalidRequest(f"expand_array: {field} is {field_type}, not a list")
+    element_type = dict(field_type.children)["child"]
+    null_item = FunctionExpression("list_value", ConstantExpression(None).cast(element_type))
+    items = CaseExpression(FunctionExpression("len", expression) > ConstantExpression(0), expression).otherwise(
+        null_item
+    )
+    expanded = FunctionExpression("unnest", items).alias(field)
+    if field in relation.columns:
+        return relation.select(*(expanded if name == field else ColumnExpression(name) for name in relation.columns))
+    return relation.select(*(ColumnExpression(name) for name in relation.columns), expanded)
+
+
+def order_rows(relation: duckdb.DuckDBPyRelation, order_by: list[str]) -> duckdb.DuckDBPyRelation:
+    """Sort by `order_by` (a leading `-` sorts descending, nulls last either way); the row key
+    (`id`, else `_id`) breaks ties so that the order is the same on every run."""
+    if not order_by:
+        raise InvalidRequest("order_by must name at least one field when given")
+    keys = []
+    names = [name.removeprefix("-") for name in order_by]
+    for spelled, name in zip(order_by, names, strict=True):
+        resolved = resolve_field(relation, name)
+        if resolved is None:
+            raise InvalidRequest(
+                f"order_by: unknown field {name}; available fields: {', '.join(available_columns(relation))}"
+            )
+        expression = resolved[0]
+        keys.append((expression.desc() if spelled.startswith("-") else expression.asc()).nulls_last())
+    tiebreaker = row_key(relation)
+    if tiebreaker is not None and tiebreaker not in names:
+        keys.append(ColumnExpression(tiebreaker).asc())
+    return relation.sort(*keys)
+
+
+def row_key(relation: duckdb.DuckDBPyRelation) -> str | None:
+    """The column that identifies a row: `id`, else `_id`."""
+    return next((name for name in ("id", "_id") if name in relation.columns), None)
 
 
 def column_rules(relation: duckdb.DuckDBPyRelation, include_system_columns: bool) -> ColumnRules:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+from duckdb import ColumnExpression
 
 from export_pipelines import shaping
 from export_pipelines.artifacts import (
@@ -25,12 +26,13 @@ from export_pipelines.artifacts import (
     put_manifest,
     verify_uploaded,
 )
+from export_pipelines.filters import compile_filters
 from export_pipelines.request import Compression, CsvOptions, ExportFormat, ExportRequest, InvalidRequest
 from export_pipelines.store import ExportStore
 from export_pipelines.warehouse import WarehouseSource, resolve_source
 from export_pipelines.writer import file_extension, part_file_names, prepare_csv_frame, rows_in_part, write_parts
 
-NOT_SUPPORTED_YET = ("filters", "expand_array", "order_by")
+VECTOR_KEY_COLUMN = "__row_key"
 UPLOAD_THREADS = 8
 PARTS_IN_FLIGHT = 12  # at most this many 8 MiB parts wait in memory for their upload
 
@@ -60,6 +62,8 @@ class ExportRows:
     row_count: int | None = None
     rules: shaping.ColumnRules | None = None
     limit: int | None = None
+    vector_key: str | None = None  # the row key column keying the vectors artifact, on request
+    vectors: duckdb.DuckDBPyRelation | None = None  # that key and the vector columns
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,6 @@ def resolve(
     requested_by = request.requested_by.model_dump() if request.requested_by else {}
     requested_by.setdefault("client_source", "ui")
     store.start(export_id, request.project_id, request_record(request), requested_by, run_id)
-    unsupported = [name for name in NOT_SUPPORTED_YET if getattr(request, name) is not None]
-    if request.include_vectors:
-        unsupported.append("include_vectors")
-    if unsupported:
-        raise InvalidRequest(f"not supported yet: {', '.join(unsupported)}")
     if request.max_rows_per_file is not None and request.max_rows_per_file < 1:
         raise InvalidRequest("max_rows_per_file must be at least 1")
     connection = open_warehouse()
@@ -122,44 +121,109 @@ def resolve(
     return ExportRows(export, connection.sql(f"SELECT * FROM {source.sql_name}"))
 
 
+def shape(rows: ExportRows) -> ExportRows:
+    """Filter the source rows, expand a list field into rows, and order them."""
+    request = rows.export.request
+    relation = rows.relation
+    if request.filters is not None:
+        relation = relation.filter(compile_filters(relation, request.filters))
+    if request.expand_array is not None:
+        relation = shaping.expand_array(relation, request.expand_array)
+    order_by = request.order_by
+    if order_by is None and request.include_vectors and request.limit is not None:
+        # Both artifacts must hold the same rows: a limit takes them in row-key order.
+        order_by = [_vector_key(relation)]
+    if order_by is not None:
+        relation = shaping.order_rows(relation, order_by)
+    return ExportRows(rows.export, relation)
+
+
 def select(rows: ExportRows) -> ExportRows:
-    """Project the requested columns."""
-    return ExportRows(rows.export, shaping.select_columns(rows.relation, rows.export.request.columns))
+    """Project the requested columns (and, for the vectors artifact, the row key)."""
+    request = rows.export.request
+    selected = shaping.select_columns(rows.relation, request.columns)
+    if not request.include_vectors:
+        return ExportRows(rows.export, selected)
+    key = _vector_key(rows.relation)
+    keyed = rows.relation.select(
+        *(ColumnExpression(c) for c in rows.relation.columns), ColumnExpression(key).alias(VECTOR_KEY_COLUMN)
+    )
+    if request.columns is not None:
+        keyed = shaping.select_columns(keyed, [*request.columns, VECTOR_KEY_COLUMN])
+    return ExportRows(rows.export, keyed, vector_key=key)
+
+
+def _vector_key(relation: duckdb.DuckDBPyRelation) -> str:
+    key = shaping.row_key(relation)
+    if key is None:
+        raise InvalidRequest("include_vectors needs a row key column (id or _id) in the source")
+    return key
 
 
 def apply_rules(rows: ExportRows, max_rows: int, warn: Callable[[str], None]) -> ExportRows:
     """Leave out plumbing, vector and (on request) system columns; limit and count the rows."""
     request = rows.export.request
-    rules = shaping.column_rules(rows.relation, request.include_system_columns)
+    selected = rows.relation
+    if request.include_vectors:
+        selected = shaping.project(selected, [c for c in selected.columns if c != VECTOR_KEY_COLUMN])
+    rules = shaping.column_rules(selected, request.include_system_columns)
     if not rules.kept:
         raise InvalidRequest("no columns left to export after leaving out system, plumbing and vector columns")
+    if request.include_vectors and not rules.dropped_vectors:
+        raise InvalidRequest("include_vectors is true but the selected columns hold no vector column")
     explicit_system = [c for c in rules.dropped_system if request.columns and c in request.columns]
     if explicit_system:
         warn(f"include_system_columns is false: left out {', '.join(explicit_system)} although requested")
     limit = shaping.clamp_limit(request.limit, max_rows)
-    relation = shaping.project(rows.relation, rules.kept)
-    row_count = shaping.count_rows(relation, limit, max_rows)
-    if limit is not None:
-        relation = relation.limit(limit)
-    return ExportRows(rows.export, relation, row_count, rules, limit)
+    limited = rows.relation.limit(limit) if limit is not None else rows.relation
+    row_count = shaping.count_rows(shaping.project(rows.relation, rules.kept), limit, max_rows)
+    vectors = None
+    if rows.vector_key is not None:
+        vectors = limited.select(
+            ColumnExpression(VECTOR_KEY_COLUMN).alias(rows.vector_key),
+            *(ColumnExpression(name) for name in rules.dropped_vectors),
+        )
+    main = shaping.project(limited, rules.kept)
+    return ExportRows(rows.export, main, row_count, rules, limit, rows.vector_key, vectors)
 
 
 def serialize_to_s3(rows: ExportRows, client: Any, bucket: str) -> WrittenExport:
-    """Stream the rows through Polars into the format, each file uploaded while it is written."""
+    """Stream the rows through Polars into the format, each file uploaded while it is written;
+    then the vectors artifact, when asked for."""
     export = rows.export
     assert rows.row_count is not None
+    max_rows_per_file = export.request.max_rows_per_file
+    extension = file_extension(export.format, export.compression)
+    names = part_file_names(export.base_name, extension, rows.row_count, max_rows_per_file)
+    artifacts = _stream(rows.relation, names, rows.row_count, max_rows_per_file, export, client, bucket)
+    if rows.vectors is not None:
+        vector_names = [f"{export.base_name}_vectors.{extension}"]
+        try:
+            artifacts += _stream(rows.vectors, vector_names, rows.row_count, None, export, client, bucket)
+        except BaseException:
+            delete_keys(client, bucket, [artifact.key for artifact in artifacts])
+            raise
     relation = rows.relation
     schema = [{"name": n, "type": str(t)} for n, t in zip(relation.columns, relation.types, strict=True)]
+    return WrittenExport(export, artifacts, schema, rows.row_count)
+
+
+def _stream(
+    relation: duckdb.DuckDBPyRelation,
+    names: list[str],
+    row_count: int,
+    max_rows_per_file: int | None,
+    export: ResolvedExport,
+    client: Any,
+    bucket: str,
+) -> list[UploadedArtifact]:
+    """Write `relation` into the objects `names` (parts of `max_rows_per_file` rows)."""
     csv_options = export.request.csv_options or CsvOptions()
     if export.format is ExportFormat.CSV:
         relation = shaping.json_encode_nested(relation)
     frame = relation.pl(lazy=True)
     if export.format is ExportFormat.CSV:
         frame = prepare_csv_frame(frame, csv_options)
-    max_rows_per_file = export.request.max_rows_per_file
-    names = part_file_names(
-        export.base_name, file_extension(export.format, export.compression), rows.row_count, max_rows_per_file
-    )
     in_flight = threading.Semaphore(PARTS_IN_FLIGHT)
     with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="s3-upload") as pool:
         writers = [S3UploadWriter(client, bucket, export.key_prefix + name, pool, in_flight) for name in names]
@@ -172,10 +236,7 @@ def serialize_to_s3(rows: ExportRows, client: Any, bucket: str) -> WrittenExport
                 writer.abort()
             delete_keys(client, bucket, [w.key for w in writers if w.finished])
             raise
-    artifacts = [
-        writer.uploaded(rows_in_part(part, rows.row_count, max_rows_per_file)) for part, writer in enumerate(writers)
-    ]
-    return WrittenExport(export, artifacts, schema, rows.row_count)
+    return [writer.uploaded(rows_in_part(part, row_count, max_rows_per_file)) for part, writer in enumerate(writers)]
 
 
 def verify(written: WrittenExport, client: Any, bucket: str) -> None:

@@ -13,6 +13,7 @@ def test_definitions_load_with_export_job() -> None:
     job = defs.resolve_job_def("export_job")
     assert {node.name for node in job.nodes} == {
         "resolve_request",
+        "shape_rows",
         "select_columns",
         "apply_row_rules",
         "serialize",
