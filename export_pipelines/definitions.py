@@ -4,5 +4,15 @@ import dagster as dg
 
 from export_pipelines.jobs import export_job
 from export_pipelines.resources import default_resources
+from export_pipelines.sensors import (
+    export_cancel_sensor,
+    export_failure_sensor,
+    export_reconciliation_sensor,
+    export_request_sensor,
+)
 
-defs = dg.Definitions(jobs=[export_job], resources=default_resources())
+defs = dg.Definitions(
+    jobs=[export_job],
+    sensors=[export_request_sensor, export_failure_sensor, export_cancel_sensor, export_reconciliation_sensor],
+    resources=default_resources(),
+)

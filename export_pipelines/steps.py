@@ -92,16 +92,24 @@ def resolve(
 ) -> ExportRows:
     """Mark the export RUNNING, check the request, and find its source in the catalog."""
     export_id = request.export_id or run_id
+    check_key_segment("export_id", export_id)
+    requested_by = request.requested_by.model_dump() if request.requested_by else {}
+    requested_by.setdefault("client_source", "ui")
+    store.start(export_id, request.project_id, request_record(request), requested_by, run_id)
+    rows = plan(request, export_id, open_warehouse(), s3_prefix)
+    export = rows.export
+    store.describe(export_id, export.source.display_name, export.format.value, export.compression.value)
+    return rows
+
+
+def plan(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConnection, s3_prefix: str) -> ExportRows:
+    """Check the request's own fields and find its source in the catalog (no side effects)."""
     started_at = datetime.now(UTC)
     started_monotonic = time.monotonic()
     check_key_segment("export_id", export_id)
     check_key_segment("project_id", request.project_id)
-    requested_by = request.requested_by.model_dump() if request.requested_by else {}
-    requested_by.setdefault("client_source", "ui")
-    store.start(export_id, request.project_id, request_record(request), requested_by, run_id)
     if request.max_rows_per_file is not None and request.max_rows_per_file < 1:
         raise InvalidRequest("max_rows_per_file must be at least 1")
-    connection = open_warehouse()
     source = resolve_source(connection, request.source)
     base_name = request.name or source.name
     check_key_segment("name", base_name)
@@ -117,8 +125,14 @@ def resolve(
         started_at=started_at,
         started_monotonic=started_monotonic,
     )
-    store.describe(export_id, source.display_name, export.format.value, export.compression.value)
     return ExportRows(export, connection.sql(f"SELECT * FROM {source.sql_name}"))
+
+
+def validate(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConnection) -> None:
+    """Every check `export_job` makes before it reads a row, without reading or writing anything:
+    what a door runs to refuse a bad request up front."""
+    rows = select(shape(plan(request, export_id, connection, "")))
+    _column_rules(rows)
 
 
 def shape(rows: ExportRows) -> ExportRows:
@@ -160,8 +174,7 @@ def _vector_key(relation: duckdb.DuckDBPyRelation) -> str:
     return key
 
 
-def apply_rules(rows: ExportRows, max_rows: int, warn: Callable[[str], None]) -> ExportRows:
-    """Leave out plumbing, vector and (on request) system columns; limit and count the rows."""
+def _column_rules(rows: ExportRows) -> shaping.ColumnRules:
     request = rows.export.request
     selected = rows.relation
     if request.include_vectors:
@@ -171,6 +184,13 @@ def apply_rules(rows: ExportRows, max_rows: int, warn: Callable[[str], None]) ->
         raise InvalidRequest("no columns left to export after leaving out system, plumbing and vector columns")
     if request.include_vectors and not rules.dropped_vectors:
         raise InvalidRequest("include_vectors is true but the selected columns hold no vector column")
+    return rules
+
+
+def apply_rules(rows: ExportRows, max_rows: int, warn: Callable[[str], None]) -> ExportRows:
+    """Leave out plumbing, vector and (on request) system columns; limit and count the rows."""
+    request = rows.export.request
+    rules = _column_rules(rows)
     explicit_system = [c for c in rules.dropped_system if request.columns and c in request.columns]
     if explicit_system:
         warn(f"include_system_columns is false: left out {', '.join(explicit_system)} although requested")

@@ -78,6 +78,8 @@ export_requests = sa.Table(
     sa.Column("user_name", sa.String(256)),
     sa.Column("api_key_prefix", sa.String(64)),
     sa.Column("client_source", sa.String(64)),
+    # Beyond the SPEC: how many times the export was retried (each attempt is its own run key).
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_export_requests_status_created", "status", "created_at"),
     sa.Index("ix_export_requests_project_created", "project_id", "created_at"),
 )
@@ -243,9 +245,101 @@ class ExportStore:
     def fail(self, export_id: str, error: str, status: ExportStatus = ExportStatus.FAILED) -> None:
         self._update(export_id, status=status.value, finished_at=_now(), error=error)
 
+    def finish_unfinished(self, export_id: str, status: ExportStatus, error: str | None) -> bool:
+        """Move a PENDING or RUNNING export to a final status; False when it had one already."""
+        return self.finish_unfinished_if(export_id, (ExportStatus.PENDING, ExportStatus.RUNNING), status, error)
+
+    def finish_unfinished_if(
+        self,
+        export_id: str,
+        current: ExportStatus | tuple[ExportStatus, ...],
+        status: ExportStatus,
+        error: str | None,
+    ) -> bool:
+        """Move the export to `status` only if it is in `current` (atomically); True if it moved."""
+        current = current if isinstance(current, tuple) else (current,)
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                export_requests.update()
+                .where(export_requests.c.id == export_id, export_requests.c.status.in_([c.value for c in current]))
+                .values(status=status.value, finished_at=_now(), error=error)
+            )
+        return result.rowcount == 1
+
+    def pending(self, created_since: datetime | None, limit: int) -> list[dict[str, Any]]:
+        """PENDING exports, oldest first (ties broken by id), created at or after `created_since`."""
+        query = sa.select(export_requests).where(export_requests.c.status == ExportStatus.PENDING.value)
+        if created_since is not None:
+            query = query.where(export_requests.c.created_at >= created_since)
+        query = query.order_by(export_requests.c.created_at, export_requests.c.id).limit(limit)
+        with self.engine.connect() as connection:
+            return [_decode(row) for row in connection.execute(query).mappings()]
+
+    def running(self, limit: int) -> list[dict[str, Any]]:
+        """RUNNING exports, oldest first: the ones whose run may have ended unseen."""
+        query = (
+            sa.select(export_requests)
+            .where(export_requests.c.status == ExportStatus.RUNNING.value)
+            .order_by(export_requests.c.started_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [_decode(row) for row in connection.execute(query).mappings()]
+
+    def retry(self, export_id: str) -> int:
+        """Queue a FAILED or CANCELLED export again as a new attempt; returns the attempt number."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.select(export_requests.c.status, export_requests.c.attempt)
+                .where(export_requests.c.id == export_id)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise KeyError(export_id)
+            if row.status not in (ExportStatus.FAILED, ExportStatus.CANCELLED):
+                raise ExportConflict(
+                    f"export {export_id} is {row.status}; only FAILED or CANCELLED exports are retried"
+                )
+            attempt = row.attempt + 1
+            connection.execute(
+                export_requests.update()
+                .where(export_requests.c.id == export_id)
+                .values(
+                    status=ExportStatus.PENDING.value,
+                    attempt=attempt,
+                    error=None,
+                    run_id=None,
+                    started_at=None,
+                    finished_at=None,
+                )
+            )
+        return attempt
+
+    def list_exports(
+        self, project_id: str, statuses: list[str] | None, limit: int, created_before: datetime | None
+    ) -> list[dict[str, Any]]:
+        """A project's exports, newest first, `limit` of them, created before the keyset cursor."""
+        query = sa.select(export_requests).where(export_requests.c.project_id == project_id)
+        if statuses:
+            query = query.where(export_requests.c.status.in_(statuses))
+        if created_before is not None:
+            query = query.where(export_requests.c.created_at < created_before)
+        query = query.order_by(export_requests.c.created_at.desc(), export_requests.c.id.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [_decode(row) for row in connection.execute(query).mappings()]
+
+    def delete(self, export_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(export_requests.delete().where(export_requests.c.id == export_id))
+
     def _update(self, export_id: str, **values: Any) -> None:
         with self.engine.begin() as connection:
             connection.execute(export_requests.update().where(export_requests.c.id == export_id).values(**values))
+
+
+def run_key(record: Mapping[str, Any]) -> str:
+    """The Dagster run key of an export's current attempt (a retry needs a key of its own)."""
+    return record["id"] if not record["attempt"] else f"{record['id']}.attempt-{record['attempt']}"
 
 
 def _decode(row: Mapping[str, Any]) -> dict[str, Any]:

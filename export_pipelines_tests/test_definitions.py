@@ -30,3 +30,14 @@ def test_run_config_is_the_request_at_top_level() -> None:
     assert fields["source"].description
     assert fields["format"].default_value == "CSV"
     assert fields["format"].description
+
+
+def test_sensors_are_on_by_default() -> None:
+    names = {sensor.name: sensor for sensor in defs.sensors}
+    assert set(names) == {
+        "export_request_sensor",
+        "export_failure_sensor",
+        "export_cancel_sensor",
+        "export_reconciliation_sensor",
+    }
+    assert all(sensor.default_status == dg.DefaultSensorStatus.RUNNING for sensor in names.values())

@@ -1,0 +1,194 @@
+"""The request table as a door: `export_request_sensor` launches one run per PENDING row, and the
+status sensors bring every row to its final status however its run ends.
+
+The request sensor's cursor keeps a high-water mark of `created_at` and the run keys requested
+within a look-back window behind it, so a tick neither rescans the table nor misses a row that
+committed late or shares a timestamp; Dagster's run-key dedupe is the last guard against a
+second run for the same attempt.
+"""
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from export_pipelines.jobs import export_job
+from export_pipelines.request import InvalidRequest
+from export_pipelines.requests_door import parse_request
+from export_pipelines.steps import validate
+from export_pipelines.store import ExportStatus, ExportStore, ExportStoreResource, run_key
+from export_pipelines.warehouse import WarehouseResource, open_hardened
+
+BATCH_SIZE = 50
+LOOK_BACK = timedelta(minutes=10)
+WAREHOUSE_CHECK_TIMEOUT_SECONDS = 5.0
+
+
+def _load_cursor(raw: str | None) -> tuple[datetime | None, dict[str, str]]:
+    if not raw:
+        return None, {}
+    cursor = json.loads(raw)
+    high_water = datetime.fromisoformat(cursor["high_water"]) if cursor.get("high_water") else None
+    return high_water, cursor.get("requested", {})
+
+
+def _dump_cursor(high_water: datetime | None, requested: dict[str, str]) -> str:
+    return json.dumps({"high_water": high_water.isoformat() if high_water else None, "requested": requested})
+
+
+def run_tags(record: dict[str, Any]) -> dict[str, str]:
+    """Tags that let the UI filter runs by export, project and owner (and set concurrency)."""
+    tags = {"export_id": record["id"], "project_id": record["project_id"], "client_source": "table"}
+    if record.get("user_id"):
+        tags["user_id"] = record["user_id"]
+    return tags
+
+
+class _WarehouseChecks:
+    """A warehouse connection for the checks of one tick, opened on first need; when the warehouse
+    cannot be opened the checks are left to the run (which fails with a clear message)."""
+
+    def __init__(self, warehouse: WarehouseResource, log):
+        self.warehouse, self.log = warehouse, log
+        self.connection = None
+        self.unavailable = False
+
+    def validate(self, request, export_id: str) -> None:
+        if self.connection is None and not self.unavailable:
+            try:
+                self.connection = open_hardened(self.warehouse.resolved_path, WAREHOUSE_CHECK_TIMEOUT_SECONDS)
+            except (OSError, TimeoutError) as error:
+                self.unavailable = True
+                self.log.warning(f"warehouse checks left to the runs: {error}")
+        if self.connection is not None:
+            validate(request, export_id, self.connection)
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
+
+def _run_config(record: dict[str, Any], checks: _WarehouseChecks, store: ExportStore, log) -> dict | None:
+    """The row's run config, or None after marking the row FAILED with why."""
+    try:
+        run_config, request = parse_request(record["request"])
+        if request.export_id not in (None, record["id"]):
+            raise InvalidRequest(f"request export_id {request.export_id!r} differs from the row id {record['id']!r}")
+        if run_config.get("project_id", record["project_id"]) != record["project_id"]:
+            raise InvalidRequest(
+                f"request project_id {request.project_id!r} differs from the row's {record['project_id']!r}"
+            )
+        run_config["project_id"] = record["project_id"]
+        checks.validate(request.model_copy(update={"project_id": record["project_id"]}), record["id"])
+    except InvalidRequest as error:
+        store.finish_unfinished(record["id"], ExportStatus.FAILED, str(error))
+        log.info(f"export {record['id']} FAILED before launch: {error}")
+        return None
+    requested_by = {
+        **run_config.get("requested_by", {}),
+        **{k: record[k] for k in ("user_id", "user_name", "api_key_prefix", "client_source") if record.get(k)},
+    }
+    requested_by.setdefault("client_source", "table")
+    return {**run_config, "export_id": record["id"], "requested_by": requested_by}
+
+
+@dg.sensor(
+    job=export_job,
+    minimum_interval_seconds=2,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches one export_job run for each PENDING row of export_requests.",
+)
+def export_request_sensor(
+    context: dg.SensorEvaluationContext, export_store: ExportStoreResource, warehouse: WarehouseResource
+) -> dg.SensorResult:
+    store = export_store.get_store()
+    high_water, requested = _load_cursor(context.cursor)
+    since = high_water - LOOK_BACK if high_water else None
+    run_requests = []
+    checks = _WarehouseChecks(warehouse, context.log)
+    try:
+        for record in store.pending(since, BATCH_SIZE + len(requested)):
+            key = run_key(record)
+            if key in requested:
+                continue
+            created_at = record["created_at"]
+            high_water = max(high_water, created_at) if high_water else created_at
+            requested[key] = created_at.isoformat()
+            run_config = _run_config(record, checks, store, context.log)
+            if run_config is not None:
+                run_requests.append(dg.RunRequest(run_key=key, run_config=run_config, tags=run_tags(record)))
+            if len(run_requests) >= BATCH_SIZE:
+                break
+    finally:
+        checks.close()
+    if high_water is not None:
+        horizon = high_water - LOOK_BACK
+        requested = {k: v for k, v in requested.items() if datetime.fromisoformat(v) >= horizon}
+    return dg.SensorResult(run_requests=run_requests, cursor=_dump_cursor(high_water, requested))
+
+
+def _export_id_of(run: dg.DagsterRun, store: ExportStore) -> str:
+    record = store.find_by_run(run.run_id)
+    if record is not None:
+        return record["id"]
+    return run.tags.get("export_id") or run.run_config.get("export_id") or run.run_id
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[export_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="Marks the export of a failed run FAILED (also when the run died before its first step).",
+)
+def export_failure_sensor(context: dg.RunFailureSensorContext, export_store: ExportStoreResource) -> None:
+    store = export_store.get_store()
+    export_id = _export_id_of(context.dagster_run, store)
+    message = context.failure_event.message or "the run failed"
+    if store.finish_unfinished(export_id, ExportStatus.FAILED, message):
+        context.log.info(f"export {export_id} FAILED: {message}")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.CANCELED,
+    monitored_jobs=[export_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="Marks the export of a cancelled run CANCELLED.",
+)
+def export_cancel_sensor(context: dg.RunStatusSensorContext, export_store: ExportStoreResource) -> None:
+    store = export_store.get_store()
+    export_id = _export_id_of(context.dagster_run, store)
+    if store.finish_unfinished(export_id, ExportStatus.CANCELLED, "cancelled"):
+        context.log.info(f"export {export_id} CANCELLED")
+
+
+_ENDED = {dg.DagsterRunStatus.FAILURE: ExportStatus.FAILED, dg.DagsterRunStatus.CANCELED: ExportStatus.CANCELLED,
+          dg.DagsterRunStatus.SUCCESS: ExportStatus.FAILED}  # fmt: skip
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Brings every RUNNING export whose run has ended (or vanished) to its final status; "
+    "run status sensors deliver at most once and can fall behind.",
+)
+def export_reconciliation_sensor(
+    context: dg.SensorEvaluationContext, export_store: ExportStoreResource
+) -> dg.SkipReason:
+    store = export_store.get_store()
+    fixed = 0
+    for record in store.running(limit=200):
+        run = context.instance.get_run_by_id(record["run_id"]) if record["run_id"] else None
+        if run is not None and run.status not in _ENDED:
+            continue
+        status = _ENDED[run.status] if run is not None else ExportStatus.FAILED
+        if run is None:
+            error = f"run {record['run_id']} no longer exists"
+        elif run.status == dg.DagsterRunStatus.SUCCESS:
+            error = "the run ended without recording a result"
+        else:
+            error = f"run {run.run_id} ended {run.status.value}"
+        if store.finish_unfinished(record["id"], status, None if status is ExportStatus.CANCELLED else error):
+            fixed += 1
+    return dg.SkipReason(f"reconciled {fixed} export(s)")

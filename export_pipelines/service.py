@@ -1,0 +1,135 @@
+"""The export service as a Python API: what every door (sensor, CLI, the REST API to come) calls.
+
+`submit` checks a request exactly as `export_job` would and queues it in the request table;
+the request sensor launches it. Nothing here runs an export itself.
+"""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from export_pipelines.artifacts import ExportS3Resource, delete_keys, export_key_prefix, list_keys
+from export_pipelines.policy import ExportPolicy
+from export_pipelines.requests_door import parse_request
+from export_pipelines.steps import validate
+from export_pipelines.store import FINAL_STATUSES, ExportConflict, ExportStatus, ExportStore, ExportStoreResource
+from export_pipelines.warehouse import WarehouseResource
+
+MAX_PAGE_SIZE = 200
+
+
+class ExportNotFound(LookupError):
+    """No export with that id for that caller (HTTP 404)."""
+
+
+class ExportNotFinished(ExportConflict):
+    """The export has no artifacts to hand out yet, or any more (HTTP 409)."""
+
+
+@dataclass
+class ExportService:
+    store: ExportStore
+    s3: ExportS3Resource
+    policy: ExportPolicy
+    warehouse: WarehouseResource | None = None
+    instance: dg.DagsterInstance | None = None
+
+    @classmethod
+    def from_environment(cls, instance: dg.DagsterInstance | None = None) -> "ExportService":
+        """The service on the environment's settings (the same resources the job uses)."""
+        return cls(
+            store=ExportStoreResource().get_store(),
+            s3=ExportS3Resource(),
+            policy=ExportPolicy(),
+            warehouse=WarehouseResource(),
+            instance=instance,
+        )
+
+    def submit(self, request: str | Mapping[str, Any], requested_by: Mapping[str, str | None] | None = None) -> str:
+        """Check `request` like export_job does and queue it as PENDING; returns the export id."""
+        run_config, parsed = parse_request(request)
+        export_id = parsed.export_id or str(uuid.uuid4())
+        if self.warehouse is not None:
+            with self.warehouse.connect() as connection:
+                validate(parsed, export_id, connection)
+        who = {**(run_config.get("requested_by") or {}), **{k: v for k, v in (requested_by or {}).items() if v}}
+        record = (
+            {**run_config, "export_id": export_id, "requested_by": who}
+            if who
+            else {**run_config, "export_id": export_id}
+        )
+        self.store.insert(export_id, parsed.project_id, record, who)
+        return export_id
+
+    def get(self, export_id: str, project_id: str | None = None) -> dict[str, Any]:
+        record = self.store.get(export_id)
+        if record is None or (project_id is not None and record["project_id"] != project_id):
+            raise ExportNotFound(f"no export {export_id}")
+        return record
+
+    def download_urls(self, export_id: str, project_id: str) -> list[dict[str, Any]]:
+        """Presigned GET URLs of a SUCCEEDED export's files, for its owner project only."""
+        record = self.get(export_id, project_id)
+        if record["status"] != ExportStatus.SUCCEEDED:
+            raise ExportNotFinished(f"export {export_id} is {record['status']}; links exist only once it SUCCEEDED")
+        ttl = self.policy.resolved_url_ttl_seconds
+        expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
+        client = self.s3.get_client()
+        return [
+            {
+                **file,
+                "url": client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.s3.resolved_bucket, "Key": file["key"]}, ExpiresIn=ttl
+                ),
+                "expires_at": expires_at.isoformat(),
+            }
+            for file in record["files"]
+        ]
+
+    def cancel(self, export_id: str, project_id: str | None = None) -> str:
+        """A PENDING export becomes CANCELLED and is never launched; a RUNNING one has its run
+        terminated (the cancel sensor then records CANCELLED). Returns the status after the call."""
+        record = self.get(export_id, project_id)
+        if self.store.finish_unfinished_if(export_id, ExportStatus.PENDING, ExportStatus.CANCELLED, "cancelled"):
+            return ExportStatus.CANCELLED.value
+        record = self.get(export_id, project_id)
+        if record["status"] == ExportStatus.RUNNING:
+            if self.instance is None:
+                raise RuntimeError("cancelling a RUNNING export needs the Dagster instance (set DAGSTER_HOME)")
+            self.instance.run_coordinator.cancel_run(record["run_id"])
+            return ExportStatus.RUNNING.value
+        raise ExportConflict(f"export {export_id} is {record['status']} and cannot be cancelled")
+
+    def retry(self, export_id: str, project_id: str | None = None) -> int:
+        self.get(export_id, project_id)
+        return self.store.retry(export_id)
+
+    def delete(self, export_id: str, project_id: str | None = None) -> int:
+        """Remove a finished export's artifacts and its row; returns the objects deleted."""
+        record = self.get(export_id, project_id)
+        if record["status"] not in FINAL_STATUSES:
+            raise ExportConflict(f"export {export_id} is {record['status']}; cancel it before deleting it")
+        client, bucket = self.s3.get_client(), self.s3.resolved_bucket
+        prefix = export_key_prefix(self.s3.resolved_prefix, record["project_id"], export_id)
+        deleted = delete_keys(client, bucket, list_keys(client, bucket, prefix))
+        self.store.delete(export_id)
+        return deleted
+
+    def list(
+        self,
+        project_id: str,
+        statuses: list[str] | None = None,
+        limit: int = 50,
+        created_before: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """A project's exports, newest first (defined last: the name shadows the builtin in the
+        class body). Page size clamped to [1, 200]; page size clamped to [1, 200]; pass the last row's created_at as
+        `created_before` for the next page."""
+        unknown = sorted(set(statuses or []) - {s.value for s in ExportStatus})
+        if unknown:
+            raise ValueError(f"unknown status(es) {', '.join(unknown)}")
+        return self.store.list_exports(project_id, statuses, min(max(limit, 1), MAX_PAGE_SIZE), created_before)
