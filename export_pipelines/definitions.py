@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from export_pipelines.expiry import expire_exports_job, expire_exports_schedule
 from export_pipelines.jobs import export_job
 from export_pipelines.resources import default_resources
 from export_pipelines.sensors import (
@@ -12,7 +13,8 @@ from export_pipelines.sensors import (
 )
 
 defs = dg.Definitions(
-    jobs=[export_job],
+    jobs=[export_job, expire_exports_job],
+    schedules=[expire_exports_schedule],
     sensors=[export_request_sensor, export_failure_sensor, export_cancel_sensor, export_reconciliation_sensor],
     resources=default_resources(),
 )

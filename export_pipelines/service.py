@@ -93,16 +93,35 @@ class ExportService:
     def cancel(self, export_id: str, project_id: str | None = None) -> str:
         """A PENDING export becomes CANCELLED and is never launched; a RUNNING one has its run
         terminated (the cancel sensor then records CANCELLED). Returns the status after the call."""
-        record = self.get(export_id, project_id)
+        self.get(export_id, project_id)
         if self.store.finish_unfinished_if(export_id, ExportStatus.PENDING, ExportStatus.CANCELLED, "cancelled"):
+            self._cancel_runs(export_id)  # a run already queued for it must not start
             return ExportStatus.CANCELLED.value
         record = self.get(export_id, project_id)
         if record["status"] == ExportStatus.RUNNING:
-            if self.instance is None:
-                raise RuntimeError("cancelling a RUNNING export needs the Dagster instance (set DAGSTER_HOME)")
-            self.instance.run_coordinator.cancel_run(record["run_id"])
+            if self._cancel_runs(export_id) == 0:
+                raise ExportConflict(f"export {export_id} is RUNNING but its run could not be cancelled")
             return ExportStatus.RUNNING.value
         raise ExportConflict(f"export {export_id} is {record['status']} and cannot be cancelled")
+
+    def _cancel_runs(self, export_id: str) -> int:
+        """Ask Dagster to cancel the unfinished runs of an export; returns how many."""
+        if self.instance is None:
+            return 0
+        unfinished = [
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+        ]
+        runs = self.instance.get_runs(dg.RunsFilter(tags={"export_id": export_id}, statuses=unfinished))
+        record = self.store.get(export_id)
+        if record is not None and record["run_id"] and record["run_id"] not in {run.run_id for run in runs}:
+            run = self.instance.get_run_by_id(record["run_id"])
+            runs += [run] if run is not None and run.status in unfinished else []
+        for run in runs:
+            self.instance.run_coordinator.cancel_run(run.run_id)
+        return len(runs)
 
     def retry(self, export_id: str, project_id: str | None = None) -> int:
         self.get(export_id, project_id)
