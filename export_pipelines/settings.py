@@ -4,8 +4,10 @@ Values are read when asked for (at run start, not at import), so a test or the d
 can point the service at its own warehouse, database and S3 server by setting the environment.
 """
 
+import json
 import os
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import TypeAdapter
 
@@ -18,6 +20,18 @@ EMBEDDED_DEFAULTS: dict[str, str] = {
     "EXPORTS_RETENTION": "P7D",
     "EXPORTS_URL_TTL": "3600",
 }
+
+
+DEV_ENVIRONMENT_FILE = "dev.env.json"
+
+
+def use_dev_environment(data_dir: Path = Path(".data")) -> None:
+    """Fill unset variables from the running dev deployment (written by `export-pipelines dev`),
+    so commands in another shell reach its S3 server, request table and Dagster instance."""
+    dev_file = data_dir / DEV_ENVIRONMENT_FILE
+    if dev_file.exists():
+        for name, value in json.loads(dev_file.read_text()).items():
+            os.environ.setdefault(name, value)
 
 
 def env(name: str) -> str:

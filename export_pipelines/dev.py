@@ -1,0 +1,74 @@
+"""The dev deployment: the local S3 server, the demo warehouse and `dagster dev` (webserver and
+daemon) on embedded defaults, all stopped by Ctrl-C."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from export_pipelines.settings import DEV_ENVIRONMENT_FILE, env
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_dev(port: int, data_dir: Path) -> int:
+    """Start the local S3 server and `dagster dev` (webserver + daemon); Ctrl-C stops both."""
+    from export_pipelines.demo_warehouse import build_demo_warehouse
+    from export_pipelines.local_s3 import run_local_s3
+
+    warehouse = Path(os.environ.get("EXPORTS_WAREHOUSE") or data_dir / "warehouse.duckdb")
+    if not warehouse.exists():
+        print(f"building the demo warehouse at {warehouse} ...", flush=True)
+        build_demo_warehouse(warehouse)
+    dagster_home = data_dir / "dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    bucket = env("EXPORTS_BUCKET")
+    with run_local_s3(data_dir / "s3", buckets=(bucket,)) as s3:
+        environment = {
+            **os.environ,
+            **s3.environment(),
+            "DAGSTER_HOME": str(dagster_home),
+            "EXPORTS_WAREHOUSE": str(warehouse),
+            "EXPORTS_DATABASE_URL": os.environ.get("EXPORTS_DATABASE_URL") or f"sqlite:///{data_dir / 'exports.db'}",
+        }
+        # The export-pipelines commands of another shell find the running deployment here.
+        exported = {k: v for k, v in environment.items() if k.startswith(("EXPORTS_", "AWS_")) or k == "DAGSTER_HOME"}
+        dev_file = data_dir / DEV_ENVIRONMENT_FILE
+        dev_file.write_text(json.dumps(exported))
+        dev_file.chmod(0o600)
+        command = [
+            sys.executable, "-m", "dagster", "dev",
+            "-w", str(PROJECT_ROOT / "workspace.yaml"),
+            "-h", "127.0.0.1", "-p", str(port),
+        ]  # fmt: skip
+        dagster = subprocess.Popen(command, env=environment, cwd=PROJECT_ROOT, start_new_session=True)
+        print(
+            f"\nexport_pipelines is starting:\n"
+            f"  Dagster UI   http://127.0.0.1:{port}  (Launchpad: Jobs > export_job)\n"
+            f"  S3 endpoint  {s3.endpoint_url}  bucket {bucket!r}  (keys in {data_dir / 's3' / 'keys.json'})\n"
+            f"  warehouse    {warehouse}\n"
+            f"Press Ctrl-C to stop everything.\n",
+            flush=True,
+        )
+        try:
+            return dagster.wait()
+        except KeyboardInterrupt:
+            print("stopping ...", flush=True)
+            return 0
+        finally:
+            _stop_group(dagster)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop a process and everything it started (it leads its own session)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
