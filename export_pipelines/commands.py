@@ -5,6 +5,7 @@ deployment on their own (its `.data/dev.env.json`)."""
 import argparse
 import hashlib
 import json
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from rich.table import Table
 
 from export_pipelines.store import FINAL_STATUSES
 
-console = Console()
+# Piped output (scripts, logs) gets wide tables instead of columns cut to 80 characters.
+console = Console(width=None if sys.stdout.isatty() else 200)
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 POLL_SECONDS = 0.5
 RECORD_FIELDS = (

@@ -214,6 +214,12 @@ class ExportStore:
                 existing.status == ExportStatus.RUNNING and existing.run_id not in (None, run_id)
             ):
                 raise ExportConflict(f"export {export_id} is already {existing.status}")
+            # A producer's row keeps what it says about the requester; the run fills the gaps.
+            fill = {
+                k: sa.func.coalesce(export_requests.c[k], v)
+                for k, v in (requested_by or {}).items()
+                if k in REQUESTED_BY_COLUMNS and v is not None
+            }
             connection.execute(
                 export_requests.update()
                 .where(export_requests.c.id == export_id)
@@ -223,6 +229,7 @@ class ExportStore:
                     started_at=_now(),
                     finished_at=None,
                     error=None,
+                    **fill,
                 )
             )
 

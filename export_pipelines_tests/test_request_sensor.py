@@ -206,3 +206,42 @@ def test_failure_and_reconciliation_sensors_finish_rows(instance, database_url, 
         export_reconciliation_sensor(context)
     assert store.get("orphan")["status"] == "FAILED" and "no longer exists" in store.get("orphan")["error"]
     assert store.get("dies")["status"] == "FAILED" and "ended FAILURE" in store.get("dies")["error"]
+
+
+PRODUCER = """
+import json, sys, uuid
+from export_pipelines.store import ExportStore, engine_for
+store = ExportStore(engine_for(sys.argv[1]))
+for index in range(int(sys.argv[3])):
+    store.insert(f"{sys.argv[2]}-{index:04d}-{uuid.uuid4().hex[:6]}", "default", json.loads(sys.argv[4]))
+"""
+
+
+def test_concurrent_producers_every_request_gets_exactly_one_run(
+    instance, database_url, store, demo_warehouse, monkeypatch
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setattr(sensors, "BATCH_SIZE", 40)
+    producers = [
+        subprocess.Popen([sys.executable, "-c", PRODUCER, database_url, f"p{n}", "125", json.dumps(VALID)])
+        for n in range(4)
+    ]
+    requested: list[str] = []
+    cursor = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        producing = any(producer.poll() is None for producer in producers)
+        result = tick(instance, database_url, demo_warehouse, cursor)
+        cursor = result.cursor
+        requested += keys(result)
+        if not producing and not result.run_requests:
+            break
+    assert all(producer.wait() == 0 for producer in producers)
+    with store.engine.connect() as connection:
+        ids = {row[0] for row in connection.execute(sa.select(export_requests.c.id))}
+    assert len(ids) == 500
+    assert len(requested) == len(set(requested)) == 500  # none doubled
+    assert set(requested) == ids  # none lost
