@@ -8,6 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from export_pipelines.settings import DEV_ENVIRONMENT_FILE, env
@@ -72,3 +74,41 @@ def _stop_group(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_dev_deployment(
+    data_dir: Path, environment: dict[str, str], port: int, timeout: float = 120.0
+) -> Iterator[dict[str, str]]:
+    """`export-pipelines dev` in a subprocess (tests, benchmarks): yields the environment that
+    reaches it once the UI answers; stops everything on exit."""
+    import urllib.request
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "export_pipelines.cli", "dev", "--port", str(port), "--data-dir", str(data_dir)],
+        env=environment,
+        stdout=open(data_dir / "dev.log", "w"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        dev_file = data_dir / DEV_ENVIRONMENT_FILE
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the dev deployment exited early, see {data_dir / 'dev.log'}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                    if dev_file.exists():
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the dev deployment did not answer within {timeout:.0f}s")
+            time.sleep(0.25)
+        yield {**json.loads(dev_file.read_text()), "_pid": str(process.pid)}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import psutil
 import pytest
 
 from export_pipelines.demo_warehouse import build_demo_warehouse, create_charges
+from export_pipelines.dev import running_dev_deployment
 from export_pipelines.service import ExportService
-from export_pipelines.settings import DEV_ENVIRONMENT_FILE
 from export_pipelines.store import ExportStatus, ExportStore, engine_for
 
 BIG_ROWS = 3_000_000  # payment.big_charges: an export slow enough to be killed or cancelled mid-way
@@ -47,18 +48,9 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> A
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def ui_answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 class Deployment:
-    def __init__(self, data_dir: Path, process: subprocess.Popen, port: int):
-        self.data_dir, self.process, self.port = data_dir, process, port
-        self.environment: dict[str, str] = json.loads((data_dir / DEV_ENVIRONMENT_FILE).read_text())
+    def __init__(self, data_dir: Path, pid: int, environment: dict[str, str]):
+        self.data_dir, self.pid, self.environment = data_dir, pid, environment
         self.store = ExportStore(engine_for(self.environment["EXPORTS_DATABASE_URL"]))
 
     def insert(self, request: dict[str, Any], project_id: str = "default") -> str:
@@ -76,7 +68,7 @@ class Deployment:
     def run_workers(self) -> list[psutil.Process]:
         """Run worker processes: the code server's children executing a run."""
         workers = []
-        for process in psutil.Process(self.process.pid).children(recursive=True):
+        for process in psutil.Process(self.pid).children(recursive=True):
             try:
                 if "multiprocessing" in " ".join(process.cmdline()):
                     workers.append(process)
@@ -89,35 +81,13 @@ class Deployment:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     data_dir = tmp_path_factory.mktemp("live")
     warehouse = build_demo_warehouse(data_dir / "warehouse.duckdb")
-    import duckdb
-
     with duckdb.connect(str(warehouse)) as connection:
         create_charges(connection, BIG_ROWS, table="payment.big_charges")
-    port = free_port()
-    environment = {
-        **os.environ,
-        "EXPORTS_WAREHOUSE": str(warehouse),
-        "EXPORTS_MAX_ROWS": str(BIG_ROWS),
-        "EXPORTS_PREFIX": "",
-    }
-    for name in ("EXPORTS_DATABASE_URL", "EXPORTS_S3_ENDPOINT_URL", "DAGSTER_HOME"):
+    environment = {**os.environ, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(BIG_ROWS)}
+    for name in ("EXPORTS_DATABASE_URL", "EXPORTS_S3_ENDPOINT_URL", "EXPORTS_PREFIX", "DAGSTER_HOME"):
         environment.pop(name, None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "export_pipelines.cli", "dev", "--port", str(port), "--data-dir", str(data_dir)],
-        env=environment,
-        stdout=open(data_dir / "dev.log", "w"),  # noqa: SIM115 - closed with the process
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: ui_answers(port), "the Dagster UI", timeout=120)
-        wait_for(lambda: (data_dir / DEV_ENVIRONMENT_FILE).exists(), "the dev environment file")
-        yield Deployment(data_dir, process, port)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with running_dev_deployment(data_dir, environment, free_port()) as reached:
+        yield Deployment(data_dir, int(reached.pop("_pid")), reached)
 
 
 def test_rows_inserted_into_the_table_are_exported(deployment: Deployment) -> None:
@@ -164,8 +134,6 @@ def test_cli_submits_waits_and_downloads(deployment: Deployment, tmp_path: Path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCEEDED" in done.stdout and "sha256 ok" in done.stdout
     [artifact] = tmp_path.glob("invoices-00000.parquet")
-    import duckdb
-
     assert duckdb.sql(f"SELECT count(*) FROM '{artifact}'").fetchall() == [(123,)]
     listing = subprocess.run(
         [sys.executable, "-m", "export_pipelines.cli", "list", "--status", "succeeded"],
