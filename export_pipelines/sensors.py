@@ -21,6 +21,7 @@ from export_pipelines.store import ExportStatus, ExportStore, ExportStoreResourc
 from export_pipelines.warehouse import WarehouseResource, open_hardened
 
 BATCH_SIZE = 50
+STRAGGLERS_PER_TICK = 10
 LOOK_BACK = timedelta(minutes=10)
 WAREHOUSE_CHECK_TIMEOUT_SECONDS = 5.0
 
@@ -37,9 +38,13 @@ def _dump_cursor(high_water: datetime | None, requested: dict[str, str]) -> str:
     return json.dumps({"high_water": high_water.isoformat() if high_water else None, "requested": requested})
 
 
+def _attempt_tags(record: dict[str, Any]) -> dict[str, str]:
+    return {"export_id": record["id"], "export_attempt": str(record["attempt"])}
+
+
 def run_tags(record: dict[str, Any]) -> dict[str, str]:
     """Tags that let the UI filter runs by export, project and owner (and set concurrency)."""
-    tags = {"export_id": record["id"], "project_id": record["project_id"], "client_source": "table"}
+    tags = {**_attempt_tags(record), "project_id": record["project_id"], "client_source": "table"}
     if record.get("user_id"):
         tags["user_id"] = record["user_id"]
     return tags
@@ -120,6 +125,18 @@ def export_request_sensor(
                 run_requests.append(dg.RunRequest(run_key=key, run_config=run_config, tags=run_tags(record)))
             if len(run_requests) >= BATCH_SIZE:
                 break
+        if since is not None:
+            # Stragglers: rows older than the look-back (a very late commit, an explicit old
+            # created_at) that no run was ever launched for.
+            for record in store.pending(None, STRAGGLERS_PER_TICK, created_before=since):
+                if context.instance.get_runs(dg.RunsFilter(tags=_attempt_tags(record)), limit=1):
+                    continue
+                run_config = _run_config(record, checks, store, context.log)
+                if run_config is not None:
+                    context.log.warning(f"launching straggler export {record['id']}")
+                    run_requests.append(
+                        dg.RunRequest(run_key=run_key(record), run_config=run_config, tags=run_tags(record))
+                    )
     finally:
         checks.close()
     if high_water is not None:

@@ -273,11 +273,15 @@ class ExportStore:
             )
         return result.rowcount == 1
 
-    def pending(self, created_since: datetime | None, limit: int) -> list[dict[str, Any]]:
-        """PENDING exports, oldest first (ties broken by id), created at or after `created_since`."""
+    def pending(
+        self, created_since: datetime | None, limit: int, created_before: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """PENDING exports, oldest first (ties broken by id), created in [created_since, created_before)."""
         query = sa.select(export_requests).where(export_requests.c.status == ExportStatus.PENDING.value)
         if created_since is not None:
             query = query.where(export_requests.c.created_at >= created_since)
+        if created_before is not None:
+            query = query.where(export_requests.c.created_at < created_before)
         query = query.order_by(export_requests.c.created_at, export_requests.c.id).limit(limit)
         with self.engine.connect() as connection:
             return [_decode(row) for row in connection.execute(query).mappings()]

@@ -16,6 +16,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ import dagster as dg
 import duckdb
 import psutil
 import pytest
+import sqlalchemy as sa
 
 from export_pipelines.demo_warehouse import build_demo_warehouse, create_charges
 from export_pipelines.dev import running_dev_deployment
 from export_pipelines.service import ExportService
-from export_pipelines.store import ExportStatus, ExportStore, engine_for
+from export_pipelines.store import ExportStatus, ExportStore, engine_for, export_requests
 
 BIG_ROWS = 3_000_000  # payment.big_charges: an export slow enough to be killed or cancelled mid-way
 
@@ -49,8 +51,8 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> A
 
 
 class Deployment:
-    def __init__(self, data_dir: Path, pid: int, environment: dict[str, str]):
-        self.data_dir, self.pid, self.environment = data_dir, pid, environment
+    def __init__(self, data_dir: Path, pid: int, port: int, environment: dict[str, str]):
+        self.data_dir, self.pid, self.port, self.environment = data_dir, pid, port, environment
         self.store = ExportStore(engine_for(self.environment["EXPORTS_DATABASE_URL"]))
 
     def insert(self, request: dict[str, Any], project_id: str = "default") -> str:
@@ -86,8 +88,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     environment = {**os.environ, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(BIG_ROWS)}
     for name in ("EXPORTS_DATABASE_URL", "EXPORTS_S3_ENDPOINT_URL", "EXPORTS_PREFIX", "DAGSTER_HOME"):
         environment.pop(name, None)
-    with running_dev_deployment(data_dir, environment, free_port()) as reached:
-        yield Deployment(data_dir, int(reached.pop("_pid")), reached)
+    port = free_port()
+    with running_dev_deployment(data_dir, environment, port) as reached:
+        yield Deployment(data_dir, int(reached.pop("_pid")), port, reached)
 
 
 def test_rows_inserted_into_the_table_are_exported(deployment: Deployment) -> None:
@@ -183,3 +186,27 @@ def _client(deployment: Deployment):
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     ).get_client()
+
+
+def test_expiry_job_launched_through_graphql_expires_old_exports(deployment: Deployment) -> None:
+    from dagster_graphql import DagsterGraphQLClient
+
+    export_id = deployment.insert({"source": {"table": "payment.customers"}, "limit": 10})
+    assert deployment.wait_status(export_id, {"SUCCEEDED", "FAILED"})["status"] == "SUCCEEDED"
+    with deployment.store.engine.begin() as connection:
+        connection.execute(
+            sa.update(export_requests)
+            .where(export_requests.c.id == export_id)
+            .values(finished_at=datetime.now(UTC) - timedelta(days=30))
+        )
+    client = DagsterGraphQLClient("127.0.0.1", port_number=deployment.port)
+    run_id = client.submit_job_execution("expire_exports_job")
+    status = wait_for(
+        lambda: (
+            (s := client.get_run_status(run_id)) in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE) and s
+        ),
+        "the expiry run",
+    )
+    assert status == dg.DagsterRunStatus.SUCCESS
+    assert deployment.status(export_id) == "EXPIRED"
+    assert _client(deployment).list_objects_v2(Bucket="exports", Prefix=f"default/{export_id}/").get("Contents") is None

@@ -100,7 +100,13 @@ def test_oldest_first_with_valid_run_config_and_tags(instance, database_url, sto
     result = tick(instance, database_url, demo_warehouse)
     assert keys(result) == ["r1", "r2", "r0"]
     request = result.run_requests[0]
-    assert request.tags == {"export_id": "r1", "project_id": "acme", "client_source": "table", "user_id": "u7"}
+    assert request.tags == {
+        "export_id": "r1",
+        "export_attempt": "0",
+        "project_id": "acme",
+        "client_source": "table",
+        "user_id": "u7",
+    }
     assert request.run_config["export_id"] == "r1"
     assert request.run_config["requested_by"] == {"user_id": "u7", "client_source": "table"}
     dg.validate_run_config(export_job, request.run_config)  # a tick never yields config Dagster refuses
@@ -150,6 +156,19 @@ def test_poison_row_fails_alone_and_never_blocks_the_rows_behind(
     assert keys(result) == ["good"]
     record = store.get("poison")
     assert record["status"] == "FAILED" and message in record["error"] and record["finished_at"] is not None
+
+
+def test_straggler_older_than_the_look_back_is_launched_once(instance, database_url, store, demo_warehouse) -> None:
+    insert(store, "now", VALID, T0)
+    first = tick(instance, database_url, demo_warehouse)
+    insert(store, "ancient", VALID, T0 - timedelta(days=2))
+    second = tick(instance, database_url, demo_warehouse, first.cursor)
+    assert keys(second) == ["ancient"]
+    instance.add_run(  # the run Dagster would create for it (queued: the row stays PENDING)
+        dg.DagsterRun(job_name="export_job", run_id=str(uuid.uuid4()), tags=second.run_requests[0].tags)
+    )
+    third = tick(instance, database_url, demo_warehouse, second.cursor)
+    assert keys(third) == []
 
 
 def test_retry_gets_its_own_attempt_key(instance, database_url, store, demo_warehouse) -> None:
