@@ -9,7 +9,6 @@ Targets on the 2-core machine: median latency <= 6 s; 100 requests drained in <=
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -18,16 +17,11 @@ from pathlib import Path
 
 from export_pipelines.demo_warehouse import build_demo_warehouse
 from export_pipelines.dev import running_dev_deployment
+from export_pipelines.local_s3 import free_ports
 from export_pipelines.store import FINAL_STATUSES, ExportStore, engine_for
 
 LATENCY_REQUEST = {"source": {"table": "payment.charges"}, "format": "CSV", "limit": 1000}
 SMALL_REQUEST = {"source": {"table": "payment.customers"}, "format": "PARQUET", "limit": 100}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_final(store: ExportStore, ids: list[str], timeout: float) -> dict[str, str]:
@@ -48,7 +42,7 @@ def main() -> None:
         data_dir = Path(tmp)
         build_demo_warehouse(data_dir / "warehouse.duckdb")
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTS_", "DAGSTER_HOME"))}
-        with running_dev_deployment(data_dir, environment, free_port()) as reached:
+        with running_dev_deployment(data_dir, environment, free_ports(1)[0]) as reached:
             store = ExportStore(engine_for(reached["EXPORTS_DATABASE_URL"]))
             latencies = []
             for sample in range(args.samples + 1):

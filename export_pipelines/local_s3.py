@@ -77,7 +77,8 @@ def _venv_weed() -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on loopback."""
     sockets = []
     try:
         for _ in range(count):
@@ -127,7 +128,7 @@ def run_local_s3(
             }
         )
     )
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
     store_dir = data_dir / "store"
     store_dir.mkdir(exist_ok=True)
     command = [

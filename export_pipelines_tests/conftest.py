@@ -6,8 +6,10 @@ key prefix and its own SQLite request table, so tests never see each other's exp
 
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,10 +90,10 @@ def export_env(
     return ExportEnvironment(s3_server, demo_warehouse, prefix, database_url, tmp_path)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for the session; fails loudly when PostgreSQL is missing."""
-    name = f"exports_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def fresh_postgres_database(label: str) -> Iterator[str]:
+    """A new PostgreSQL database, dropped afterwards; fails loudly when PostgreSQL is missing."""
+    name = f"exports_{label}_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg2.connect(POSTGRES_ADMIN_DSN, connect_timeout=5)
     except psycopg2.OperationalError as error:
@@ -107,6 +109,24 @@ def postgres_url() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database for the session."""
+    with fresh_postgres_database("test") as url:
+        yield url
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> Any:
+    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def table_columns(database_url: str) -> set[str]:

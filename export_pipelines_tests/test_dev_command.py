@@ -1,38 +1,23 @@
 """The README's dev command: it starts S3, builds the demo warehouse, serves the Dagster UI with
 the export_job code location, and Ctrl-C stops every process it started.
 
-Launching exports through that deployment is issue #4's end-to-end suite; here only start-up
-and shutdown are covered.
+Exports through a live deployment are in test_live_deployment.py; here only start-up and
+shutdown are covered.
 """
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import psutil
 
+from export_pipelines.local_s3 import free_ports
+from export_pipelines_tests.conftest import wait_for
+
 DEADLINE_SECONDS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def graphql(port: int, query: str) -> dict:
@@ -54,7 +39,7 @@ def answers(port: int) -> bool:
 
 
 def test_dev_command_serves_export_job_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_ports(1)[0]
     dev = subprocess.Popen(
         [sys.executable, "-m", "export_pipelines.cli", "dev", "--port", str(port), "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE,

@@ -9,13 +9,11 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,26 +26,12 @@ import sqlalchemy as sa
 
 from export_pipelines.demo_warehouse import build_demo_warehouse, create_charges
 from export_pipelines.dev import running_dev_deployment
+from export_pipelines.local_s3 import free_ports
 from export_pipelines.service import ExportService
 from export_pipelines.store import ExportStatus, ExportStore, engine_for, export_requests
+from export_pipelines_tests.conftest import wait_for
 
 BIG_ROWS = 3_000_000  # payment.big_charges: an export slow enough to be killed or cancelled mid-way
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Deployment:
@@ -88,7 +72,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     environment = {**os.environ, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(BIG_ROWS)}
     for name in ("EXPORTS_DATABASE_URL", "EXPORTS_S3_ENDPOINT_URL", "EXPORTS_PREFIX", "DAGSTER_HOME"):
         environment.pop(name, None)
-    port = free_port()
+    port = free_ports(1)[0]
     with running_dev_deployment(data_dir, environment, port) as reached:
         yield Deployment(data_dir, int(reached.pop("_pid")), port, reached)
 

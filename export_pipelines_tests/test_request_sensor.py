@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import psycopg2
 import pytest
 import sqlalchemy as sa
 
@@ -25,7 +24,7 @@ from export_pipelines.sensors import (
 )
 from export_pipelines.store import ExportStatus, ExportStore, ExportStoreResource, engine_for, export_requests
 from export_pipelines.warehouse import WarehouseResource
-from export_pipelines_tests.conftest import POSTGRES_ADMIN_DSN
+from export_pipelines_tests.conftest import fresh_postgres_database
 
 VALID = {"source": {"table": "payment.charges"}, "format": "csv", "limit": 10}
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -37,20 +36,8 @@ def database_url(request, tmp_path: Path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'exports.db'}"
         return
-    name = f"exports_sensor_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg2.connect(POSTGRES_ADMIN_DSN, connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        pytest.fail(f"PostgreSQL is required at {POSTGRES_ADMIN_DSN} and is not reachable: {error}")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    engine_for(url).dispose()
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with fresh_postgres_database("sensor") as url:
+        yield url
 
 
 @pytest.fixture
