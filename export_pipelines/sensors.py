@@ -155,7 +155,7 @@ def _export_id_of(run: dg.DagsterRun, store: ExportStore) -> str:
 @dg.run_failure_sensor(
     monitored_jobs=[export_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=15,
     description="Marks the export of a failed run FAILED (also when the run died before its first step).",
 )
 def export_failure_sensor(context: dg.RunFailureSensorContext, export_store: ExportStoreResource) -> None:
@@ -170,7 +170,7 @@ def export_failure_sensor(context: dg.RunFailureSensorContext, export_store: Exp
     run_status=dg.DagsterRunStatus.CANCELED,
     monitored_jobs=[export_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=5,
+    minimum_interval_seconds=15,
     description="Marks the export of a cancelled run CANCELLED.",
 )
 def export_cancel_sensor(context: dg.RunStatusSensorContext, export_store: ExportStoreResource) -> None:
