@@ -279,6 +279,12 @@ def list_keys(client: Any, bucket: str, key_prefix: str) -> list[str]:
     return keys
 
 
+def delete_export_objects(client: Any, bucket: str, s3_prefix: str, project_id: str, export_id: str) -> int:
+    """Remove every object of an export (manifest first); returns how many there were."""
+    key_prefix = export_key_prefix(s3_prefix, project_id, export_id)
+    return delete_keys(client, bucket, list_keys(client, bucket, key_prefix))
+
+
 def delete_keys(client: Any, bucket: str, keys: Iterable[str]) -> int:
     """Delete `keys`, the manifest first so that a half-deleted export never looks finished."""
     ordered = sorted(keys, key=lambda key: not key.endswith("/" + MANIFEST_NAME))

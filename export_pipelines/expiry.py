@@ -13,7 +13,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from export_pipelines.artifacts import ExportS3Resource, delete_keys, export_key_prefix, get_manifest, list_keys
+from export_pipelines.artifacts import ExportS3Resource, delete_export_objects, export_key_prefix, get_manifest
 from export_pipelines.policy import ExportPolicy
 from export_pipelines.resources import default_resources
 from export_pipelines.store import ExportStatus, ExportStore, ExportStoreResource, export_requests
@@ -34,29 +34,30 @@ def expire(store: ExportStore, s3: ExportS3Resource, retention_cutoff: datetime,
     client, bucket = s3.get_client(), s3.resolved_bucket
     counts = {"expired": 0, "vanished": 0, "cleaned": 0, "objects_deleted": 0}
 
-    def prefix(record: dict[str, Any]) -> str:
-        return export_key_prefix(s3.resolved_prefix, record["project_id"], record["id"])
+    def delete_objects(record: dict[str, Any]) -> int:
+        deleted = delete_export_objects(client, bucket, s3.resolved_prefix, record["project_id"], record["id"])
+        counts["objects_deleted"] += deleted
+        return deleted
 
     succeeded = export_requests.c.status == ExportStatus.SUCCEEDED.value
     for record in _exports(
         store, succeeded & (export_requests.c.finished_at < retention_cutoff), export_requests.c.finished_at, limit
     ):
-        counts["objects_deleted"] += delete_keys(client, bucket, list_keys(client, bucket, prefix(record)))
+        delete_objects(record)
         if store.finish_unfinished_if(record["id"], ExportStatus.SUCCEEDED, ExportStatus.EXPIRED, None):
             counts["expired"] += 1
     # Lifecycle rules remove the oldest objects first: look at the oldest exports first.
     for record in _exports(store, succeeded, export_requests.c.finished_at, limit):
-        if get_manifest(client, bucket, prefix(record)) is None:
-            counts["objects_deleted"] += delete_keys(client, bucket, list_keys(client, bucket, prefix(record)))
+        key_prefix = export_key_prefix(s3.resolved_prefix, record["project_id"], record["id"])
+        if get_manifest(client, bucket, key_prefix) is None:
+            delete_objects(record)
             reason = "artifacts removed outside the service"
             if store.finish_unfinished_if(record["id"], ExportStatus.SUCCEEDED, ExportStatus.EXPIRED, reason):
                 counts["vanished"] += 1
     failed = export_requests.c.status.in_([ExportStatus.FAILED.value, ExportStatus.CANCELLED.value])
     recent = export_requests.c.finished_at >= retention_cutoff
     for record in _exports(store, failed & recent, export_requests.c.finished_at.desc(), limit):
-        leftovers = list_keys(client, bucket, prefix(record))
-        if leftovers:
-            counts["objects_deleted"] += delete_keys(client, bucket, leftovers)
+        if delete_objects(record):
             counts["cleaned"] += 1
     return counts
 

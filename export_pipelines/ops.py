@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from export_pipelines import steps
-from export_pipelines.artifacts import ExportS3Resource, delete_keys, export_key_prefix, list_keys
+from export_pipelines.artifacts import ExportS3Resource, delete_export_objects
 from export_pipelines.policy import ExportPolicy
 from export_pipelines.request import ExportRequest, InvalidRequest
 from export_pipelines.steps import ExportRows, WrittenExport
@@ -160,8 +160,6 @@ def record_export_failure(context: dg.HookContext) -> None:
     else:
         message = f"step {context.op.name} failed"
     s3: ExportS3Resource = context.resources.s3
-    client = s3.get_client()
-    prefix = export_key_prefix(s3.resolved_prefix, record["project_id"], record["id"])
-    delete_keys(client, s3.resolved_bucket, list_keys(client, s3.resolved_bucket, prefix))
-    store.fail(record["id"], message)
-    context.log.error(f"Export {record['id']} FAILED: {message}")
+    delete_export_objects(s3.get_client(), s3.resolved_bucket, s3.resolved_prefix, record["project_id"], record["id"])
+    if store.finish_unfinished_if(record["id"], ExportStatus.RUNNING, ExportStatus.FAILED, message):
+        context.log.error(f"Export {record['id']} FAILED: {message}")

@@ -17,7 +17,7 @@ from export_pipelines.jobs import export_job
 from export_pipelines.request import InvalidRequest
 from export_pipelines.requests_door import parse_request
 from export_pipelines.steps import validate
-from export_pipelines.store import ExportStatus, ExportStore, ExportStoreResource, run_key
+from export_pipelines.store import REQUESTED_BY_COLUMNS, ExportStatus, ExportStore, ExportStoreResource, run_key
 from export_pipelines.warehouse import WarehouseResource, open_hardened
 
 BATCH_SIZE = 50
@@ -74,8 +74,8 @@ class _WarehouseChecks:
             self.connection.close()
 
 
-def _run_config(record: dict[str, Any], checks: _WarehouseChecks, store: ExportStore, log) -> dict | None:
-    """The row's run config, or None after marking the row FAILED with why."""
+def _run_request(record: dict[str, Any], checks: _WarehouseChecks, store: ExportStore, log) -> list[dg.RunRequest]:
+    """The row's run request, or none after marking the row FAILED with why."""
     try:
         run_config, request = parse_request(record["request"])
         if request.export_id not in (None, record["id"]):
@@ -89,13 +89,14 @@ def _run_config(record: dict[str, Any], checks: _WarehouseChecks, store: ExportS
     except InvalidRequest as error:
         store.finish_unfinished(record["id"], ExportStatus.FAILED, str(error))
         log.info(f"export {record['id']} FAILED before launch: {error}")
-        return None
+        return []
     requested_by = {
         **run_config.get("requested_by", {}),
-        **{k: record[k] for k in ("user_id", "user_name", "api_key_prefix", "client_source") if record.get(k)},
+        **{k: record[k] for k in REQUESTED_BY_COLUMNS if record.get(k)},
     }
     requested_by.setdefault("client_source", "table")
-    return {**run_config, "export_id": record["id"], "requested_by": requested_by}
+    run_config = {**run_config, "export_id": record["id"], "requested_by": requested_by}
+    return [dg.RunRequest(run_key=run_key(record), run_config=run_config, tags=run_tags(record))]
 
 
 @dg.sensor(
@@ -120,9 +121,7 @@ def export_request_sensor(
             created_at = record["created_at"]
             high_water = max(high_water, created_at) if high_water else created_at
             requested[key] = created_at.isoformat()
-            run_config = _run_config(record, checks, store, context.log)
-            if run_config is not None:
-                run_requests.append(dg.RunRequest(run_key=key, run_config=run_config, tags=run_tags(record)))
+            run_requests += _run_request(record, checks, store, context.log)
             if len(run_requests) >= BATCH_SIZE:
                 break
         if since is not None:
@@ -131,12 +130,8 @@ def export_request_sensor(
             for record in store.pending(None, STRAGGLERS_PER_TICK, created_before=since):
                 if context.instance.get_runs(dg.RunsFilter(tags=_attempt_tags(record)), limit=1):
                     continue
-                run_config = _run_config(record, checks, store, context.log)
-                if run_config is not None:
-                    context.log.warning(f"launching straggler export {record['id']}")
-                    run_requests.append(
-                        dg.RunRequest(run_key=run_key(record), run_config=run_config, tags=run_tags(record))
-                    )
+                context.log.warning(f"straggler export {record['id']}: no run was ever launched for it")
+                run_requests += _run_request(record, checks, store, context.log)
     finally:
         checks.close()
     if high_water is not None:
@@ -145,11 +140,15 @@ def export_request_sensor(
     return dg.SensorResult(run_requests=run_requests, cursor=_dump_cursor(high_water, requested))
 
 
-def _export_id_of(run: dg.DagsterRun, store: ExportStore) -> str:
+def _finish_export_of_run(
+    context: dg.RunStatusSensorContext, store: ExportStore, status: ExportStatus, message: str
+) -> None:
+    """Give the export of an ended run its final status, unless it has one already."""
+    run = context.dagster_run
     record = store.find_by_run(run.run_id)
-    if record is not None:
-        return record["id"]
-    return run.tags.get("export_id") or run.run_config.get("export_id") or run.run_id
+    export_id = record["id"] if record else run.tags.get("export_id") or run.run_config.get("export_id") or run.run_id
+    if store.finish_unfinished(export_id, status, message):
+        context.log.info(f"export {export_id} {status.value}: {message}")
 
 
 @dg.run_failure_sensor(
@@ -159,11 +158,8 @@ def _export_id_of(run: dg.DagsterRun, store: ExportStore) -> str:
     description="Marks the export of a failed run FAILED (also when the run died before its first step).",
 )
 def export_failure_sensor(context: dg.RunFailureSensorContext, export_store: ExportStoreResource) -> None:
-    store = export_store.get_store()
-    export_id = _export_id_of(context.dagster_run, store)
     message = context.failure_event.message or "the run failed"
-    if store.finish_unfinished(export_id, ExportStatus.FAILED, message):
-        context.log.info(f"export {export_id} FAILED: {message}")
+    _finish_export_of_run(context, export_store.get_store(), ExportStatus.FAILED, message)
 
 
 @dg.run_status_sensor(
@@ -174,10 +170,7 @@ def export_failure_sensor(context: dg.RunFailureSensorContext, export_store: Exp
     description="Marks the export of a cancelled run CANCELLED.",
 )
 def export_cancel_sensor(context: dg.RunStatusSensorContext, export_store: ExportStoreResource) -> None:
-    store = export_store.get_store()
-    export_id = _export_id_of(context.dagster_run, store)
-    if store.finish_unfinished(export_id, ExportStatus.CANCELLED, "cancelled"):
-        context.log.info(f"export {export_id} CANCELLED")
+    _finish_export_of_run(context, export_store.get_store(), ExportStatus.CANCELLED, "cancelled")
 
 
 _ENDED = {dg.DagsterRunStatus.FAILURE: ExportStatus.FAILED, dg.DagsterRunStatus.CANCELED: ExportStatus.CANCELLED,

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from export_pipelines.artifacts import ExportS3Resource, delete_keys, export_key_prefix, list_keys
+from export_pipelines.artifacts import ExportS3Resource, delete_export_objects
 from export_pipelines.policy import ExportPolicy
 from export_pipelines.requests_door import parse_request
 from export_pipelines.steps import validate
@@ -132,9 +132,10 @@ class ExportService:
         record = self.get(export_id, project_id)
         if record["status"] not in FINAL_STATUSES:
             raise ExportConflict(f"export {export_id} is {record['status']}; cancel it before deleting it")
-        client, bucket = self.s3.get_client(), self.s3.resolved_bucket
-        prefix = export_key_prefix(self.s3.resolved_prefix, record["project_id"], export_id)
-        deleted = delete_keys(client, bucket, list_keys(client, bucket, prefix))
+        s3 = self.s3
+        deleted = delete_export_objects(
+            s3.get_client(), s3.resolved_bucket, s3.resolved_prefix, record["project_id"], export_id
+        )
         self.store.delete(export_id)
         return deleted
 

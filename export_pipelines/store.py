@@ -160,17 +160,10 @@ class ExportStore:
         project_id: str,
         request: Mapping[str, Any],
         requested_by: Mapping[str, str | None] | None = None,
-        status: ExportStatus = ExportStatus.PENDING,
     ) -> None:
-        values = {
-            "id": export_id,
-            "project_id": project_id,
-            "request": json.dumps(request),
-            "status": status.value,
-            **{k: v for k, v in (requested_by or {}).items() if k in REQUESTED_BY_COLUMNS},
-        }
+        """A new PENDING export, as a producer inserts it."""
         with self.engine.begin() as connection:
-            connection.execute(export_requests.insert().values(values))
+            connection.execute(export_requests.insert().values(_new_row(export_id, project_id, request, requested_by)))
 
     def get(self, export_id: str) -> dict[str, Any] | None:
         return self._first(export_requests.c.id == export_id)
@@ -203,12 +196,7 @@ class ExportStore:
             ).first()
             if existing is None:
                 connection.execute(
-                    export_requests.insert().values(
-                        id=export_id,
-                        project_id=project_id,
-                        request=json.dumps(request),
-                        **{k: v for k, v in (requested_by or {}).items() if k in REQUESTED_BY_COLUMNS},
-                    )
+                    export_requests.insert().values(_new_row(export_id, project_id, request, requested_by))
                 )
             elif existing.status in (ExportStatus.SUCCEEDED, ExportStatus.EXPIRED, ExportStatus.CANCELLED) or (
                 existing.status == ExportStatus.RUNNING and existing.run_id not in (None, run_id)
@@ -248,9 +236,6 @@ class ExportStore:
             files=json.dumps(files),
             error=None,
         )
-
-    def fail(self, export_id: str, error: str, status: ExportStatus = ExportStatus.FAILED) -> None:
-        self._update(export_id, status=status.value, finished_at=_now(), error=error)
 
     def finish_unfinished(self, export_id: str, status: ExportStatus, error: str | None) -> bool:
         """Move a PENDING or RUNNING export to a final status; False when it had one already."""
@@ -346,6 +331,17 @@ class ExportStore:
     def _update(self, export_id: str, **values: Any) -> None:
         with self.engine.begin() as connection:
             connection.execute(export_requests.update().where(export_requests.c.id == export_id).values(**values))
+
+
+def _new_row(
+    export_id: str, project_id: str, request: Mapping[str, Any], requested_by: Mapping[str, str | None] | None
+) -> dict[str, Any]:
+    return {
+        "id": export_id,
+        "project_id": project_id,
+        "request": json.dumps(request),
+        **{k: v for k, v in (requested_by or {}).items() if k in REQUESTED_BY_COLUMNS},
+    }
 
 
 def run_key(record: Mapping[str, Any]) -> str:
