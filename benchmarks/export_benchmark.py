@@ -68,7 +68,7 @@ def ours(export_format: str, compression: str, resources: dict, **shaping) -> in
     client, bucket = s3.get_client(), s3.resolved_bucket
     store = resources["export_store"].get_store()
     with resources["warehouse"].connect() as connection:
-        rows = steps.resolve(request, str(uuid.uuid4()), lambda: connection, store, s3.resolved_prefix)
+        rows = steps.resolve(request, str(uuid.uuid4()), "benchmark", lambda: connection, store, s3.resolved_prefix)
         rows = steps.apply_rules(steps.select(steps.shape(rows)), resources["policy"].resolved_max_rows, print)
         written = steps.serialize_to_s3(rows, client, bucket)
         steps.verify(written, client, bucket)

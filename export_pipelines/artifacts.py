@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.config import Config
@@ -270,6 +271,21 @@ def get_manifest(client: Any, bucket: str, key_prefix: str) -> dict[str, Any] | 
             return None
         raise
     return json.loads(body)
+
+
+def presigned_links(client: Any, bucket: str, files: list[dict[str, Any]], ttl_seconds: int) -> list[dict[str, Any]]:
+    """Each file with a presigned GET `url` valid for `ttl_seconds` and the `expires_at` of it."""
+    expires_at = (datetime.now(UTC) + timedelta(seconds=ttl_seconds)).isoformat()
+    return [
+        {
+            **file,
+            "url": client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": file["key"]}, ExpiresIn=ttl_seconds
+            ),
+            "expires_at": expires_at,
+        }
+        for file in files
+    ]
 
 
 def list_keys(client: Any, bucket: str, key_prefix: str) -> list[str]:

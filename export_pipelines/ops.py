@@ -4,15 +4,16 @@ Each op runs one function of `steps`; lazy relations pass between them in memory
 runs in one process with the in-memory IO manager.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import dagster as dg
 
 from export_pipelines import steps
-from export_pipelines.artifacts import ExportS3Resource, delete_export_objects
+from export_pipelines.artifacts import ExportS3Resource, delete_export_objects, presigned_links
 from export_pipelines.policy import ExportPolicy
 from export_pipelines.request import ExportRequest, InvalidRequest
+from export_pipelines.request_schema import require_source
 from export_pipelines.steps import ExportRows, WrittenExport
 from export_pipelines.store import ExportConflict, ExportStatus, ExportStoreResource
 from export_pipelines.warehouse import WarehouseResource
@@ -27,6 +28,14 @@ def user_errors() -> Iterator[None]:
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
 
+def client_source_of(run_tags: Mapping[str, str]) -> str:
+    """The door a run came through: the Launchpad tags its runs dagster/from_ui, the request
+    sensor tags client_source; any other run was launched through Dagster's API (GraphQL)."""
+    if run_tags.get("dagster/from_ui") == "true":
+        return "ui"
+    return run_tags.get("client_source") or "graphql"
+
+
 @dg.op(description="Check the request against the warehouse catalog and mark the export RUNNING.")
 def resolve_request(
     context: dg.OpExecutionContext,
@@ -36,8 +45,14 @@ def resolve_request(
     s3: ExportS3Resource,
 ) -> ExportRows:
     with user_errors():
+        require_source(context.run.run_config)
         rows = steps.resolve(
-            config, context.run_id, lambda: warehouse.run_connection, export_store.get_store(), s3.resolved_prefix
+            config,
+            context.run_id,
+            client_source_of(context.run.tags),
+            lambda: warehouse.run_connection,
+            export_store.get_store(),
+            s3.resolved_prefix,
         )
     export = rows.export
     context.log.info(
@@ -118,16 +133,19 @@ def verify_upload(context: dg.OpExecutionContext, written: WrittenExport, s3: Ex
     return written
 
 
-@dg.op(description="Write manifest.json last and mark the export SUCCEEDED with its figures.")
+@dg.op(description="Write manifest.json last and mark the export SUCCEEDED with its figures and download links.")
 def record_result(
     context: dg.OpExecutionContext,
     written: WrittenExport,
     s3: ExportS3Resource,
     export_store: ExportStoreResource,
+    policy: ExportPolicy,
 ) -> None:
-    bucket = s3.resolved_bucket
-    manifest = steps.record(written, s3.get_client(), bucket, export_store.get_store())
+    bucket, client = s3.resolved_bucket, s3.get_client()
+    manifest = steps.record(written, client, bucket, export_store.get_store())
     export = written.export
+    ttl = policy.resolved_url_ttl_seconds
+    links = presigned_links(client, bucket, manifest["files"], ttl)
     context.log.info(f"Export {export.export_id} SUCCEEDED: {manifest['rows']:,} rows, {manifest['bytes']:,} bytes")
     context.add_output_metadata(
         {
@@ -135,14 +153,25 @@ def record_result(
             "rows": manifest["rows"],
             "bytes": manifest["bytes"],
             "duration_ms": manifest["duration_ms"],
-            "files": dg.MetadataValue.json(manifest["files"]),
+            "files": dg.MetadataValue.md(_files_table(bucket, links, ttl)),
             "manifest": dg.MetadataValue.url(f"s3://{bucket}/{export.key_prefix}manifest.json"),
-            **{
-                f"file_{index}": dg.MetadataValue.url(f"s3://{bucket}/{file['key']}")
-                for index, file in enumerate(manifest["files"])
-            },
+            **{f"file_{i}": dg.MetadataValue.url(f"s3://{bucket}/{link['key']}") for i, link in enumerate(links)},
+            **{f"download_{i}": dg.MetadataValue.url(link["url"]) for i, link in enumerate(links)},
         }
     )
+
+
+def _files_table(bucket: str, links: list[dict], ttl_seconds: int) -> str:
+    """The artifacts as a Markdown table for the run page, each with its download link."""
+    lines = ["| file | rows | bytes | sha256 | download |", "|---|---:|---:|---|---|"]
+    for link in links:
+        name = link["key"].rsplit("/", 1)[-1]
+        lines.append(
+            f"| `s3://{bucket}/{link['key']}` | {link['rows']:,} | {link['bytes']:,} | `{link['sha256'][:12]}…` "
+            f"| [{name}]({link['url']}) |"
+        )
+    lines.append(f"\nLinks expire {ttl_seconds:,} s after the run; `export-pipelines download ID` makes new ones.")
+    return "\n".join(lines)
 
 
 @dg.failure_hook(required_resource_keys={"export_store", "s3"})

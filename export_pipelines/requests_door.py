@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from export_pipelines.request import ExportRequest, InvalidRequest
+from export_pipelines.request_schema import require_source, with_source_named
 
 
 def parse_request(raw: str | Mapping[str, Any]) -> tuple[dict[str, Any], ExportRequest]:
@@ -27,12 +28,14 @@ def parse_request(raw: str | Mapping[str, Any]) -> tuple[dict[str, Any], ExportR
             ) from None
     if not isinstance(raw, Mapping):
         raise InvalidRequest("request must be a JSON object")
+    require_source(raw)
     run_config = dict(raw)
     try:
         dg.validate_run_config(export_job, run_config)
     except dg.DagsterInvalidConfigError as error:
         problems = "; ".join(_config_problem(e.message) for e in error.errors)
         raise InvalidRequest(f"invalid request: {problems}") from None
+    run_config = with_source_named(run_config)
     return run_config, ExportRequest(**run_config)
 
 

@@ -7,12 +7,12 @@ the request sensor launches it. Nothing here runs an export itself.
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
 
-from export_pipelines.artifacts import ExportS3Resource, delete_export_objects
+from export_pipelines.artifacts import ExportS3Resource, delete_export_objects, presigned_links
 from export_pipelines.policy import ExportPolicy
 from export_pipelines.requests_door import parse_request
 from export_pipelines.steps import validate
@@ -76,19 +76,9 @@ class ExportService:
         record = self.get(export_id, project_id)
         if record["status"] != ExportStatus.SUCCEEDED:
             raise ExportNotFinished(f"export {export_id} is {record['status']}; links exist only once it SUCCEEDED")
-        ttl = self.policy.resolved_url_ttl_seconds
-        expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-        client = self.s3.get_client()
-        return [
-            {
-                **file,
-                "url": client.generate_presigned_url(
-                    "get_object", Params={"Bucket": self.s3.resolved_bucket, "Key": file["key"]}, ExpiresIn=ttl
-                ),
-                "expires_at": expires_at.isoformat(),
-            }
-            for file in record["files"]
-        ]
+        return presigned_links(
+            self.s3.get_client(), self.s3.resolved_bucket, record["files"], self.policy.resolved_url_ttl_seconds
+        )
 
     def cancel(self, export_id: str, project_id: str | None = None) -> str:
         """A PENDING export becomes CANCELLED and is never launched; a RUNNING one has its run

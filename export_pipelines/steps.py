@@ -86,15 +86,19 @@ def request_record(request: ExportRequest) -> dict[str, Any]:
 def resolve(
     request: ExportRequest,
     run_id: str,
+    client_source: str,
     open_warehouse: Callable[[], duckdb.DuckDBPyConnection],
     store: ExportStore,
     s3_prefix: str,
 ) -> ExportRows:
-    """Mark the export RUNNING, check the request, and find its source in the catalog."""
+    """Mark the export RUNNING, check the request, and find its source in the catalog.
+
+    `client_source` is the door the run came through, recorded unless the request names one."""
     export_id = request.export_id or run_id
     check_key_segment("export_id", export_id)
     requested_by = request.requested_by.model_dump() if request.requested_by else {}
-    requested_by.setdefault("client_source", "ui")
+    if not requested_by.get("client_source"):
+        requested_by["client_source"] = client_source
     store.start(export_id, request.project_id, request_record(request), requested_by, run_id)
     rows = plan(request, export_id, open_warehouse(), s3_prefix)
     export = rows.export

@@ -54,8 +54,14 @@ class ExportEnvironment:
     def store(self) -> ExportStore:
         return ExportStore(engine_for(self.database_url))
 
-    def run(self, request: dict[str, Any], **resources: Any) -> dg.ExecuteInProcessResult:
-        return export_job.execute_in_process(run_config=request, resources=resources or None, raise_on_error=False)
+    def run(
+        self,
+        request: dict[str, Any],
+        job: dg.JobDefinition = export_job,
+        tags: dict[str, str] | None = None,
+        **resources: Any,
+    ) -> dg.ExecuteInProcessResult:
+        return job.execute_in_process(run_config=request, resources=resources or None, raise_on_error=False, tags=tags)
 
     def record(self, result: dg.ExecuteInProcessResult) -> dict[str, Any]:
         record = self.store.find_by_run(result.run_id)

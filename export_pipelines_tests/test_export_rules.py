@@ -129,8 +129,6 @@ def test_export_records_figures_and_requester(export_env: ExportEnvironment) -> 
         ({"source": {"table": "payment.nope"}}, "unknown table 'payment.nope'; available: payment.charges"),
         ({"source": {"query": "nope"}}, "unknown saved query 'nope'; available: charges_view"),
         ({"source": {"table": "charges"}}, 'source table must be "schema.table"'),
-        ({"source": {}}, 'source must name exactly one of "table" or "query"'),
-        ({"source": {"table": "payment.charges", "query": "charges_view"}}, "exactly one"),
         ({"columns": ["id", "bogus"]}, "unknown column bogus; available columns: id, _id"),
         ({"columns": ["id", "metadata.nope"]}, "unknown column metadata.nope"),
         ({"columns": ["id", "id"]}, "duplicate columns: id"),
@@ -166,6 +164,10 @@ def test_bad_format_is_rejected_before_the_run(export_env: ExportEnvironment) ->
         export_env.run({"source": {"table": "payment.charges"}, "format": "xml"})
     with pytest.raises(DagsterInvalidConfigError, match="Compression got brotli"):
         export_env.run({"source": {"table": "payment.charges"}, "compression": "brotli"})
+    with pytest.raises(DagsterInvalidConfigError, match="Must specify a field at path root:source"):
+        export_env.run({"source": {}})
+    with pytest.raises(DagsterInvalidConfigError, match="You can only specify a single field at path root:source"):
+        export_env.run({"source": {"table": "payment.charges", "query": "charges_view"}})
 
 
 def test_finished_export_id_is_never_overwritten(export_env: ExportEnvironment) -> None:
