@@ -154,10 +154,14 @@ def record_result(
             "bytes": manifest["bytes"],
             "duration_ms": manifest["duration_ms"],
             "files": dg.MetadataValue.md(_files_table(bucket, links, ttl)),
+            **{f"download_{i}": dg.MetadataValue.url(link["url"]) for i, link in enumerate(links)},
             "manifest": dg.MetadataValue.url(f"s3://{bucket}/{export.key_prefix}manifest.json"),
             **{f"file_{i}": dg.MetadataValue.url(f"s3://{bucket}/{link['key']}") for i, link in enumerate(links)},
-            **{f"download_{i}": dg.MetadataValue.url(link["url"]) for i, link in enumerate(links)},
         }
+    )
+    # The figures as run tags too: the Runs list shows and filters them.
+    context.instance.add_run_tags(
+        context.run_id, {"export_rows": str(manifest["rows"]), "export_bytes": str(manifest["bytes"])}
     )
 
 

@@ -33,13 +33,13 @@ def parse_request(raw: str | Mapping[str, Any]) -> tuple[dict[str, Any], ExportR
     try:
         dg.validate_run_config(export_job, run_config)
     except dg.DagsterInvalidConfigError as error:
-        problems = "; ".join(_config_problem(e.message) for e in error.errors)
+        problems = "; ".join(config_problem(e.message) for e in error.errors)
         raise InvalidRequest(f"invalid request: {problems}") from None
     run_config = with_source_named(run_config)
     return run_config, ExportRequest(**run_config)
 
 
-def _config_problem(message: str) -> str:
+def config_problem(message: str) -> str:
     """Dagster's message, in the words of the request (no config paths, no schema dump)."""
     if " Expected:" in message:
         message = message.split(" Expected:")[0] + f" (fields: {', '.join(ExportRequest.model_fields)})"

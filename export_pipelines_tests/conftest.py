@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import psycopg2
@@ -24,6 +24,9 @@ from export_pipelines.demo_warehouse import build_demo_warehouse
 from export_pipelines.jobs import export_job
 from export_pipelines.local_s3 import LocalS3, run_local_s3
 from export_pipelines.store import ExportStore, engine_for
+
+if TYPE_CHECKING:
+    from export_pipelines_tests.live import Deployment
 
 BUCKET = "exports"
 POSTGRES_ADMIN_DSN = os.environ.get("EXPORTS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -38,6 +41,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
 @pytest.fixture(scope="session")
 def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo_warehouse(tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb")
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator["Deployment"]:
+    """One live dev deployment shared by the end-to-end tests."""
+    from export_pipelines_tests.live import live_deployment
+
+    with live_deployment(tmp_path_factory.mktemp("live")) as started:
+        yield started
 
 
 @dataclass

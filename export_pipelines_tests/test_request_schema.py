@@ -10,7 +10,7 @@ import pytest
 import yaml
 from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
 
-from export_pipelines.jobs import build_export_job
+from export_pipelines.jobs import build_export_job, export_job
 from export_pipelines.request import InvalidRequest
 from export_pipelines.request_schema import catalog_sources
 from export_pipelines.requests_door import parse_request
@@ -93,7 +93,9 @@ def test_the_door_a_run_came_through_is_recorded(
 
 def test_run_page_shows_figures_and_download_links(export_env: ExportEnvironment) -> None:
     request = {"source": {"table": "payment.charges"}, "limit": 2500, "max_rows_per_file": 1000, "format": "JSONL"}
-    result = export_env.run(request)
+    with dg.instance_for_test() as instance:
+        result = export_job.execute_in_process(run_config=request, instance=instance)
+        tags = instance.get_run_by_id(result.run_id).tags
     record = export_env.record(result)
     output = next(e for e in result.all_node_events if e.step_key == "record_result" and e.is_successful_output)
     metadata = output.event_specific_data.metadata
@@ -107,3 +109,4 @@ def test_run_page_shows_figures_and_download_links(export_env: ExportEnvironment
             assert hashlib.sha256(response.read()).hexdigest() == file["sha256"]
         assert metadata[f"download_{index}"].value in table
     assert len(record["files"]) == 3 and "Links expire 3,600 s after the run" in table
+    assert (tags["export_rows"], tags["export_bytes"]) == ("2500", str(record["bytes"]))

@@ -1,0 +1,94 @@
+"""A live deployment for end-to-end tests: `export-pipelines dev` (the local S3 server, the Dagster
+webserver and a real dagster-daemon on a temporary DAGSTER_HOME), started like a user starts it,
+and what the tests do with it: insert rows, wait on statuses, sign links, find run workers."""
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psutil
+
+from export_pipelines.artifacts import ExportS3Resource
+from export_pipelines.demo_warehouse import build_demo_warehouse, create_charges
+from export_pipelines.dev import running_dev_deployment
+from export_pipelines.local_s3 import free_ports
+from export_pipelines.service import ExportService
+from export_pipelines.store import ExportStore, engine_for
+from export_pipelines_tests.conftest import wait_for
+
+BIG_ROWS = 3_000_000  # payment.large_charges: an export slow enough to be killed or cancelled mid-way
+
+
+class Deployment:
+    def __init__(self, data_dir: Path, pid: int, port: int, environment: dict[str, str]):
+        self.data_dir, self.pid, self.port, self.environment = data_dir, pid, port, environment
+        self.store = ExportStore(engine_for(self.environment["EXPORTS_DATABASE_URL"]))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def insert(self, request: dict[str, Any], project_id: str = "default", user_id: str = "e2e") -> str:
+        export_id = str(uuid.uuid4())
+        self.store.insert(export_id, project_id, request, {"user_id": user_id})
+        return export_id
+
+    def status(self, export_id: str) -> str | None:
+        record = self.store.get(export_id)
+        return record["status"] if record else None
+
+    def wait_status(self, export_id: str, statuses: set[str], timeout: float = 180) -> dict[str, Any]:
+        wait_for(lambda: self.status(export_id) in statuses, f"export {export_id} to be {statuses}", timeout)
+        return self.store.get(export_id)
+
+    def links(self, export_id: str) -> list[dict[str, Any]]:
+        """Presigned links of a SUCCEEDED export, signed with the deployment's settings."""
+        with self.settings():
+            return ExportService.from_environment().download_urls(export_id, self.store.get(export_id)["project_id"])
+
+    def s3_client(self) -> Any:
+        with self.settings():
+            return ExportS3Resource().get_client()
+
+    @contextlib.contextmanager
+    def settings(self) -> Iterator[None]:
+        """The deployment's environment variables in this process, for the duration."""
+        previous = {k: os.environ.get(k) for k in self.environment}
+        os.environ.update(self.environment)
+        try:
+            yield
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    def run_workers(self) -> list[psutil.Process]:
+        """Run worker processes: the code server's children executing a run."""
+        workers = []
+        for process in psutil.Process(self.pid).children(recursive=True):
+            try:
+                if "multiprocessing" in " ".join(process.cmdline()):
+                    workers.append(process)
+            except psutil.NoSuchProcess:
+                continue
+        return workers
+
+
+@contextlib.contextmanager
+def live_deployment(data_dir: Path) -> Iterator[Deployment]:
+    """The dev deployment over a demo warehouse with a large table, in `data_dir`."""
+    warehouse = build_demo_warehouse(data_dir / "warehouse.duckdb")
+    with duckdb.connect(str(warehouse)) as connection:
+        create_charges(connection, BIG_ROWS, table="payment.large_charges")
+    environment = {**os.environ, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(BIG_ROWS)}
+    for name in ("EXPORTS_DATABASE_URL", "EXPORTS_S3_ENDPOINT_URL", "EXPORTS_PREFIX", "DAGSTER_HOME"):
+        environment.pop(name, None)
+    port = free_ports(1)[0]
+    with running_dev_deployment(data_dir, environment, port) as reached:
+        yield Deployment(data_dir, int(reached.pop("_pid")), port, reached)
