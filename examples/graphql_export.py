@@ -1,6 +1,6 @@
 """Submit an export through Dagster's GraphQL API, wait for it, and print its download links.
 
-With `make dev` running in another shell:
+With `make dev` running in another shell (the script finds it; `--url` names another webserver):
 
     uv run python examples/graphql_export.py '{"source": {"table": "payment.invoices"}, "limit": 1000}'
 
@@ -14,9 +14,11 @@ SUCCEEDED, 1 when it did not, 2 when the request was refused.
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
@@ -40,13 +42,20 @@ def refusal(error: DagsterGraphQLClientError) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("request", help="the export request as JSON")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000, help="the Dagster webserver's port (default 3000)")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="the Dagster webserver (default: the running `make dev`'s, else http://127.0.0.1:3000)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run (default 600)")
     args = parser.parse_args(argv)
     request = json.loads(args.request)
 
-    client = DagsterGraphQLClient(args.host, port_number=args.port)
+    use_dev_environment(PROJECT_ROOT / ".data")  # reach the dev deployment: UI, request table, S3
+    webserver = urlsplit(args.url or os.environ.get("DAGSTER_UI_URL") or "http://127.0.0.1:3000")
+    client = DagsterGraphQLClient(
+        webserver.hostname or "127.0.0.1", port_number=webserver.port, use_https=webserver.scheme == "https"
+    )
     try:
         run_id = client.submit_job_execution("export_job", run_config=request)
     except DagsterGraphQLClientError as error:
@@ -65,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         status = client.get_run_status(run_id)
     print(f"run {run_id} ended: {status.value}")
 
-    use_dev_environment(PROJECT_ROOT / ".data")  # reach the dev deployment's request table and S3
     from export_pipelines.service import ExportService
 
     service = ExportService.from_environment()

@@ -40,6 +40,7 @@ def run_dev(port: int, data_dir: Path) -> int:
         }
         # The export-pipelines commands of another shell find the running deployment here.
         exported = {k: v for k, v in environment.items() if k.startswith(("EXPORTS_", "AWS_")) or k == "DAGSTER_HOME"}
+        exported["DAGSTER_UI_URL"] = f"http://127.0.0.1:{port}"
         dev_file = data_dir / DEV_ENVIRONMENT_FILE
         dev_file.write_text(json.dumps(exported))
         dev_file.chmod(0o600)

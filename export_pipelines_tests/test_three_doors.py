@@ -47,7 +47,7 @@ def browser() -> Iterator[Browser]:
 
 def run_example(deployment: Deployment, request: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(EXAMPLE), json.dumps(request), "--port", str(deployment.port)],
+        [sys.executable, str(EXAMPLE), json.dumps(request), "--url", deployment.url],
         env={**os.environ, **deployment.environment},
         capture_output=True,
         text=True,
