@@ -18,10 +18,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_dev(port: int, data_dir: Path) -> int:
-    """Start the local S3 server and `dagster dev` (webserver + daemon); Ctrl-C stops both."""
+    """Start the local S3 server and `dagster dev` (webserver + daemon); Ctrl-C or SIGTERM stops both."""
     from export_pipelines.demo_warehouse import build_demo_warehouse
     from export_pipelines.local_s3 import run_local_s3
 
+    # Ctrl-C and `kill` both stop everything, also when started in the background (where SIGINT
+    # arrives ignored, and ignoring would pass on to every process started here).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     warehouse = Path(os.environ.get("EXPORTS_WAREHOUSE") or data_dir / "warehouse.duckdb")
     if not warehouse.exists():
         print(f"building the demo warehouse at {warehouse} ...", flush=True)

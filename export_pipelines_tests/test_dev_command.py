@@ -1,5 +1,6 @@
 """The README's dev command: it starts S3, builds the demo warehouse, serves the Dagster UI with
-the export_job code location, and Ctrl-C stops every process it started.
+the export_job code location, and Ctrl-C (or `kill`, also of a background job) stops every
+process it started.
 
 Exports through a live deployment are in test_live_deployment.py; here only start-up and
 shutdown are covered.
@@ -13,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from export_pipelines.local_s3 import free_ports
 from export_pipelines_tests.conftest import wait_for
@@ -38,13 +40,25 @@ def answers(port: int) -> bool:
         return False
 
 
-def test_dev_command_serves_export_job_and_stops_cleanly(tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does to a job started with &
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "started_in_background"),
+    [(signal.SIGINT, False), (signal.SIGTERM, True)],
+    ids=["ctrl-c", "kill-background-job"],
+)
+def test_dev_command_serves_export_job_and_stops_cleanly(
+    tmp_path: Path, stop_signal: signal.Signals, started_in_background: bool
+) -> None:
     port = free_ports(1)[0]
     dev = subprocess.Popen(
         [sys.executable, "-m", "export_pipelines.cli", "dev", "--port", str(port), "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ignore_sigint if started_in_background else None,  # noqa: PLW1509 - no threads yet
     )
     try:
         wait_for(lambda: answers(port), "the Dagster UI")
@@ -60,7 +74,7 @@ def test_dev_command_serves_export_job_and_stops_cleanly(tmp_path: Path) -> None
         started = {child.pid for child in psutil.Process(dev.pid).children(recursive=True)}
         assert started
     finally:
-        dev.send_signal(signal.SIGINT)  # what Ctrl-C does
+        dev.send_signal(stop_signal)
         output, _ = dev.communicate(timeout=DEADLINE_SECONDS)
     assert dev.returncode == 0, output
     assert f"Dagster UI   http://127.0.0.1:{port}" in output
