@@ -47,20 +47,24 @@ def request_config_schema(sources: list[str]) -> dict[str, dg.Field]:
         "table": dg.Field(str, description='A warehouse table as "schema.table", e.g. "payment.charges".'),
         "query": dg.Field(str, description='A saved query: a view in the schema "queries", e.g. "charges_view".'),
     }
+    schema_default: dict[str, Any] = {}
     if sources:
         values = [dg.EnumValue(name, description="saved query" if _is_query(name) else "table") for name in sources]
         choices["pick"] = dg.Field(
             dg.Enum("WarehouseSource", values), description="One of the tables and saved queries that exist."
         )
-        default = {"query": sources[0].split(".", 1)[1]} if _is_query(sources[0]) else {"table": sources[0]}
-        fields["source"] = dg.Field(dg.Selector(choices), default_value=default, description=SOURCE_DESCRIPTION)
-    else:
-        fields["source"] = dg.Field(dg.Selector(choices), description=SOURCE_DESCRIPTION)
+        schema_default["default_value"] = _named_source(sources[0])
+    fields["source"] = dg.Field(dg.Selector(choices), description=SOURCE_DESCRIPTION, **schema_default)
     return fields
 
 
 def _is_query(qualified_name: str) -> bool:
     return qualified_name.startswith(f"{SAVED_QUERY_SCHEMA}.")
+
+
+def _named_source(qualified_name: str) -> dict[str, str]:
+    """`queries.x` as {"query": "x"}, any other name as {"table": name}."""
+    return {"query": qualified_name.split(".", 1)[1]} if _is_query(qualified_name) else {"table": qualified_name}
 
 
 def require_source(raw_run_config: Mapping[str, Any]) -> None:
@@ -74,5 +78,5 @@ def with_source_named(request: Mapping[str, Any]) -> dict[str, Any]:
     source = dict(request.get("source") or {})
     picked = source.pop("pick", None)
     if picked is not None:
-        source = {"query": picked.split(".", 1)[1]} if _is_query(picked) else {"table": picked}
+        source = _named_source(picked)
     return {**request, "source": source}

@@ -110,3 +110,7 @@ def test_run_page_shows_figures_and_download_links(export_env: ExportEnvironment
         assert metadata[f"download_{index}"].value in table
     assert len(record["files"]) == 3 and "Links expire 3,600 s after the run" in table
     assert (tags["export_rows"], tags["export_bytes"]) == ("2500", str(record["bytes"]))
+
+
+def test_a_saved_query_can_be_the_default_source() -> None:
+    assert launchpad_default(build_export_job(["queries.charges_view"]))["source"] == {"query": "charges_view"}
