@@ -7,6 +7,7 @@ key prefix and its own SQLite request table, so tests never see each other's exp
 import os
 import re
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -145,6 +146,12 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> A
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def download(url: str) -> bytes:
+    """The body behind a (presigned) link."""
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
 
 
 def table_columns(database_url: str) -> set[str]:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 
 from export_pipelines.service import ExportService
 from export_pipelines.store import ExportStatus, export_requests
-from export_pipelines_tests.conftest import wait_for
+from export_pipelines_tests.conftest import download, wait_for
 from export_pipelines_tests.live import Deployment
 
 
@@ -39,8 +38,7 @@ def test_rows_inserted_into_the_table_are_exported(deployment: Deployment) -> No
         assert record["row_count"] == rows and record["run_id"] and record["started_at"] <= record["finished_at"]
         assert record["client_source"] == "table" and record["user_id"] == "e2e"
         for link in deployment.links(export_id):
-            with urllib.request.urlopen(link["url"], timeout=30) as response:
-                assert hashlib.sha256(response.read()).hexdigest() == link["sha256"]
+            assert hashlib.sha256(download(link["url"])).hexdigest() == link["sha256"]
 
 
 def test_cli_submits_waits_and_downloads(deployment: Deployment, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ the door recorded for runs launched without a requester, and the run page's figu
 
 import hashlib
 import json
-import urllib.request
 
 import dagster as dg
 import pytest
@@ -14,7 +13,7 @@ from export_pipelines.jobs import build_export_job, export_job
 from export_pipelines.request import InvalidRequest
 from export_pipelines.request_schema import catalog_sources
 from export_pipelines.requests_door import parse_request
-from export_pipelines_tests.conftest import ExportEnvironment
+from export_pipelines_tests.conftest import ExportEnvironment, download
 
 
 @pytest.fixture
@@ -105,8 +104,7 @@ def test_run_page_shows_figures_and_download_links(export_env: ExportEnvironment
     for index, file in enumerate(record["files"]):
         assert f"`s3://exports/{file['key']}` | {file['rows']:,} | {file['bytes']:,}" in table
         assert metadata[f"file_{index}"].value == f"s3://exports/{file['key']}"
-        with urllib.request.urlopen(metadata[f"download_{index}"].value, timeout=30) as response:
-            assert hashlib.sha256(response.read()).hexdigest() == file["sha256"]
+        assert hashlib.sha256(download(metadata[f"download_{index}"].value)).hexdigest() == file["sha256"]
         assert metadata[f"download_{index}"].value in table
     assert len(record["files"]) == 3 and "Links expire 3,600 s after the run" in table
     assert (tags["export_rows"], tags["export_bytes"]) == ("2500", str(record["bytes"]))

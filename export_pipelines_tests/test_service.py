@@ -6,7 +6,6 @@ PENDING export, retry and delete. Cancelling a RUNNING run needs a live daemon: 
 
 import hashlib
 import json
-import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +16,7 @@ from export_pipelines.request import InvalidRequest
 from export_pipelines.service import ExportNotFinished, ExportNotFound, ExportService
 from export_pipelines.store import ExportConflict, ExportStatus, export_requests
 from export_pipelines.warehouse import WarehouseResource
-from export_pipelines_tests.conftest import ExportEnvironment
+from export_pipelines_tests.conftest import ExportEnvironment, download
 
 
 @pytest.fixture
@@ -90,8 +89,7 @@ def test_download_links_for_the_owner_of_a_finished_export(service: ExportServic
     assert export_env.run(run_config).success
     links = service.download_urls(export_id, "acme")
     [link] = links
-    with urllib.request.urlopen(link["url"], timeout=10) as response:
-        body = response.read()
+    body = download(link["url"])
     assert hashlib.sha256(body).hexdigest() == link["sha256"] and len(body) == link["bytes"]
     assert datetime.fromisoformat(link["expires_at"]) > datetime.now(UTC)
     with pytest.raises(ExportNotFound):

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +21,7 @@ from playwright.sync_api import Browser
 from export_pipelines.dev import PROJECT_ROOT
 from export_pipelines.store import export_requests
 from export_pipelines_tests.browser import Launchpad, chromium
+from export_pipelines_tests.conftest import download
 from export_pipelines_tests.live import Deployment
 
 EXAMPLE = PROJECT_ROOT / "examples" / "graphql_export.py"
@@ -68,11 +68,6 @@ def count_exports(deployment: Deployment) -> int:
 def all_keys(deployment: Deployment) -> list[str]:
     listing = deployment.s3_client().list_objects_v2(Bucket="exports")
     return [item["Key"] for item in listing.get("Contents", [])]
-
-
-def download(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=60) as response:
-        return response.read()
 
 
 def test_graphql_example_exports_and_prints_download_links(deployment: Deployment, tmp_path: Path) -> None:
