@@ -3,7 +3,7 @@
 Builds a 1,000,000-row table like payment.charges, starts the local S3 server, and for each
 format x compression prints the median time of both paths and their ratio (ours / baseline).
 "Ours" runs the functions the ops of export_job run (steps.py), from the warehouse to verified
-objects in S3 and the recorded result; Dagster's fixed per-run overhead is printed apart. Then
+objects in S3 and the manifest; Dagster's fixed per-run overhead is printed apart. Then
 prints the peak RSS of a whole export_job run in a fresh process at 1M and at 5M rows.
 
     uv run python benchmarks/export_benchmark.py [--rows 1000000] [--repeat 3] [--skip-rss]
@@ -29,7 +29,7 @@ EXPORTED_COLUMNS = "* EXCLUDE (embedding, q, cache)"
 
 
 def build_warehouse(path: Path, rows: int) -> None:
-    from export_pipelines.demo_warehouse import create_charges
+    from export_pipelines.deploy.demo_warehouse import create_charges
 
     with duckdb.connect(str(path)) as connection:
         create_charges(connection, rows)
@@ -55,8 +55,8 @@ def baseline(warehouse: Path, client, bucket: str, export_format: str, compressi
 def ours(export_format: str, compression: str, resources: dict, **shaping) -> int:
     """The export path: the functions the ops of export_job run, warehouse to verified objects in S3.
     Returns the rows exported."""
-    from export_pipelines import steps
-    from export_pipelines.request import Compression, ExportFormat, ExportRequest, SourceConfig
+    from export_pipelines.engine import steps
+    from export_pipelines.engine.request import Compression, ExportFormat, ExportRequest, SourceConfig
 
     request = ExportRequest(
         source=SourceConfig(table="payment.charges"),
@@ -66,13 +66,12 @@ def ours(export_format: str, compression: str, resources: dict, **shaping) -> in
     )
     s3 = resources["s3"]
     client, bucket = s3.get_client(), s3.resolved_bucket
-    store = resources["export_store"].get_store()
     with resources["warehouse"].connect() as connection:
-        rows = steps.resolve(request, str(uuid.uuid4()), "benchmark", lambda: connection, store, s3.resolved_prefix)
+        rows = steps.plan(request, str(uuid.uuid4()), connection, s3.resolved_prefix)
         rows = steps.apply_rules(steps.select(steps.shape(rows)), resources["policy"].resolved_max_rows, print)
         written = steps.serialize_to_s3(rows, client, bucket)
         steps.verify(written, client, bucket)
-        steps.record(written, client, bucket, store)
+        steps.record(written, client, bucket)
     return written.row_count
 
 
@@ -118,7 +117,7 @@ def shaping_cases(resources: dict, repeat: int) -> None:
 
 def ours_job(export_format: str, compression: str) -> None:
     """The same export as a whole Dagster run (adds Dagster's per-run overhead)."""
-    from export_pipelines.jobs import export_job
+    from export_pipelines.orchestration.jobs import export_job
 
     result = export_job.execute_in_process(
         run_config={"source": {"table": "payment.charges"}, "format": export_format, "compression": compression}
@@ -170,7 +169,7 @@ def main() -> None:
 
     import logging
 
-    from export_pipelines.local_s3 import run_local_s3
+    from export_pipelines.deploy.local_s3 import run_local_s3
 
     logging.disable(logging.INFO)
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
@@ -186,7 +185,7 @@ def main() -> None:
                 "EXPORTS_MAX_ROWS": str(args.rows * 3),  # room for the expanded case
             }
             os.environ.update(environment)
-            from export_pipelines.resources import default_resources
+            from export_pipelines.orchestration.resources import default_resources
 
             client = s3.client()
             resources = default_resources()  # built once, like a run's resources (and the baseline's client)

@@ -15,10 +15,12 @@ import time
 import uuid
 from pathlib import Path
 
-from export_pipelines.demo_warehouse import build_demo_warehouse
-from export_pipelines.dev import running_dev_deployment
-from export_pipelines.local_s3 import free_ports
-from export_pipelines.store import FINAL_STATUSES, ExportStore, engine_for
+from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
+from export_pipelines.deploy.dev import running_dev_deployment
+from export_pipelines.deploy.local_s3 import free_ports
+from export_pipelines.store.database import engine_for
+from export_pipelines.store.exports import ExportStore
+from export_pipelines.store.tables import FINAL_STATUSES
 
 LATENCY_REQUEST = {"source": {"table": "payment.charges"}, "format": "CSV", "limit": 1000}
 SMALL_REQUEST = {"source": {"table": "payment.customers"}, "format": "PARQUET", "limit": 100}

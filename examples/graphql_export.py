@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
-from export_pipelines.requests_door import config_problem
+from export_pipelines.orchestration.request_check import config_problem
 from export_pipelines.settings import use_dev_environment
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         status = client.get_run_status(run_id)
     print(f"run {run_id} ended: {status.value}")
 
-    from export_pipelines.service import ExportService
+    from export_pipelines.service.exports import ExportService
 
     service = ExportService.from_environment()
     record = service.get(export_id)

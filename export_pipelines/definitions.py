@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from export_pipelines.expiry import expire_exports_job, expire_exports_schedule
-from export_pipelines.jobs import export_job
-from export_pipelines.resources import default_resources
-from export_pipelines.sensors import (
+from export_pipelines.orchestration.expiry import expire_exports_job, expire_exports_schedule
+from export_pipelines.orchestration.jobs import export_job
+from export_pipelines.orchestration.resources import default_resources
+from export_pipelines.orchestration.sensors import (
     export_cancel_sensor,
     export_failure_sensor,
     export_reconciliation_sensor,

@@ -20,11 +20,12 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from export_pipelines.artifacts import list_keys
-from export_pipelines.demo_warehouse import build_demo_warehouse
-from export_pipelines.jobs import export_job
-from export_pipelines.local_s3 import LocalS3, run_local_s3
-from export_pipelines.store import ExportStore, engine_for
+from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
+from export_pipelines.deploy.local_s3 import LocalS3, run_local_s3
+from export_pipelines.engine.artifacts import list_keys
+from export_pipelines.orchestration.jobs import export_job
+from export_pipelines.store.database import engine_for
+from export_pipelines.store.exports import ExportStore
 
 if TYPE_CHECKING:
     from export_pipelines_tests.live import Deployment

@@ -12,12 +12,13 @@ from typing import Any
 import duckdb
 import psutil
 
-from export_pipelines.artifacts import ExportS3Resource
-from export_pipelines.demo_warehouse import build_demo_warehouse, create_charges
-from export_pipelines.dev import running_dev_deployment
-from export_pipelines.local_s3 import free_ports
-from export_pipelines.service import ExportService
-from export_pipelines.store import ExportStore, engine_for
+from export_pipelines.deploy.demo_warehouse import build_demo_warehouse, create_charges
+from export_pipelines.deploy.dev import running_dev_deployment
+from export_pipelines.deploy.local_s3 import free_ports
+from export_pipelines.engine.artifacts import ExportS3Resource
+from export_pipelines.service.exports import ExportService
+from export_pipelines.store.database import engine_for
+from export_pipelines.store.exports import ExportStore
 from export_pipelines_tests.conftest import wait_for
 
 BIG_ROWS = 3_000_000  # payment.large_charges: an export slow enough to be killed or cancelled mid-way

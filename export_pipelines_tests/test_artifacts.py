@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from export_pipelines.artifacts import PART_BYTES, IntegrityError, S3UploadWriter, stored_sha256, verify_uploaded
-from export_pipelines.local_s3 import LocalS3
+from export_pipelines.deploy.local_s3 import LocalS3
+from export_pipelines.engine.artifacts import PART_BYTES, IntegrityError, S3UploadWriter, stored_sha256, verify_uploaded
 from export_pipelines_tests.conftest import BUCKET
 
 

@@ -4,8 +4,8 @@ with --wait and downloading through a live deployment is in test_live_deployment
 
 import pytest
 
-from export_pipelines.cli import main
-from export_pipelines.service import ExportService
+from export_pipelines.cli.main import main
+from export_pipelines.service.exports import ExportService
 from export_pipelines_tests.conftest import ExportEnvironment
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from export_pipelines.local_s3 import free_ports
+from export_pipelines.deploy.local_s3 import free_ports
 from export_pipelines_tests.conftest import wait_for
 
 DEADLINE_SECONDS = 120

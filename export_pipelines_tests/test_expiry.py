@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from export_pipelines.artifacts import ExportS3Resource
-from export_pipelines.expiry import expire, expire_exports_job, expire_exports_schedule
-from export_pipelines.store import export_requests
+from export_pipelines.engine.artifacts import ExportS3Resource
+from export_pipelines.orchestration.expiry import expire, expire_exports_job, expire_exports_schedule
+from export_pipelines.store.tables import export_requests
 from export_pipelines_tests.conftest import BUCKET, ExportEnvironment
 
 

@@ -10,7 +10,7 @@ import json
 import duckdb
 import pytest
 
-from export_pipelines.policy import ExportPolicy
+from export_pipelines.engine.policy import ExportPolicy
 from export_pipelines_tests.conftest import BUCKET, ExportEnvironment
 
 
@@ -182,7 +182,7 @@ def test_finished_export_id_is_never_overwritten(export_env: ExportEnvironment) 
 
 
 def test_damaged_object_fails_the_export_and_removes_everything(export_env: ExportEnvironment, monkeypatch) -> None:
-    from export_pipelines import steps
+    from export_pipelines.engine import steps
 
     original = steps.verify_uploaded
     checked = []

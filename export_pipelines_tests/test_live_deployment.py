@@ -18,8 +18,8 @@ import dagster as dg
 import duckdb
 import sqlalchemy as sa
 
-from export_pipelines.service import ExportService
-from export_pipelines.store import ExportStatus, export_requests
+from export_pipelines.service.exports import ExportService
+from export_pipelines.store.tables import ExportStatus, export_requests
 from export_pipelines_tests.conftest import download, wait_for
 from export_pipelines_tests.live import Deployment
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from export_pipelines.dev import PROJECT_ROOT
+from export_pipelines.deploy.dev import PROJECT_ROOT
 from export_pipelines.settings import DEV_ENVIRONMENT_FILE
 from export_pipelines_tests.live import Deployment
 

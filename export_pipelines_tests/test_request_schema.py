@@ -9,10 +9,10 @@ import pytest
 import yaml
 from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
 
-from export_pipelines.jobs import build_export_job, export_job
-from export_pipelines.request import InvalidRequest
-from export_pipelines.request_schema import catalog_sources
-from export_pipelines.requests_door import parse_request
+from export_pipelines.engine.request import InvalidRequest
+from export_pipelines.orchestration.jobs import build_export_job, export_job
+from export_pipelines.orchestration.request_check import parse_request
+from export_pipelines.orchestration.request_schema import catalog_sources
 from export_pipelines_tests.conftest import ExportEnvironment, download
 
 

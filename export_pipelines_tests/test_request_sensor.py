@@ -15,15 +15,17 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from export_pipelines import sensors
-from export_pipelines.jobs import export_job
-from export_pipelines.sensors import (
+from export_pipelines.engine.warehouse import WarehouseResource
+from export_pipelines.orchestration import sensors
+from export_pipelines.orchestration.jobs import export_job
+from export_pipelines.orchestration.sensors import (
     export_failure_sensor,
     export_reconciliation_sensor,
     export_request_sensor,
 )
-from export_pipelines.store import ExportStatus, ExportStore, ExportStoreResource, engine_for, export_requests
-from export_pipelines.warehouse import WarehouseResource
+from export_pipelines.store.database import engine_for
+from export_pipelines.store.exports import ExportStore, ExportStoreResource
+from export_pipelines.store.tables import ExportStatus, export_requests
 from export_pipelines_tests.conftest import fresh_postgres_database
 
 VALID = {"source": {"table": "payment.charges"}, "format": "csv", "limit": 10}
@@ -216,7 +218,8 @@ def test_failure_and_reconciliation_sensors_finish_rows(instance, database_url, 
 
 PRODUCER = """
 import json, sys, uuid
-from export_pipelines.store import ExportStore, engine_for
+from export_pipelines.store.exports import ExportStore
+from export_pipelines.store.database import engine_for
 store = ExportStore(engine_for(sys.argv[1]))
 for index in range(int(sys.argv[3])):
     store.insert(f"{sys.argv[2]}-{index:04d}-{uuid.uuid4().hex[:6]}", "default", json.loads(sys.argv[4]))

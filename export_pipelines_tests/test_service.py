@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from export_pipelines.artifacts import ExportS3Resource
-from export_pipelines.policy import ExportPolicy
-from export_pipelines.request import InvalidRequest
-from export_pipelines.service import ExportNotFinished, ExportNotFound, ExportService
-from export_pipelines.store import ExportConflict, ExportStatus, export_requests
-from export_pipelines.warehouse import WarehouseResource
+from export_pipelines.engine.artifacts import ExportS3Resource
+from export_pipelines.engine.policy import ExportPolicy
+from export_pipelines.engine.request import InvalidRequest
+from export_pipelines.engine.warehouse import WarehouseResource
+from export_pipelines.service.exports import ExportNotFinished, ExportNotFound, ExportService
+from export_pipelines.store.exports import ExportConflict
+from export_pipelines.store.tables import ExportStatus, export_requests
 from export_pipelines_tests.conftest import ExportEnvironment, download
 
 

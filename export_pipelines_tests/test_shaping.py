@@ -4,8 +4,8 @@ list inside a struct, ordering ties. The export-level behaviour is in test_row_s
 import duckdb
 import pytest
 
-from export_pipelines import shaping
-from export_pipelines.request import InvalidRequest
+from export_pipelines.engine import shaping
+from export_pipelines.engine.request import InvalidRequest
 
 
 @pytest.fixture

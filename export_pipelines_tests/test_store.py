@@ -6,7 +6,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from export_pipelines.store import ExportConflict, ExportStore, engine_for, migrate
+from export_pipelines.store.database import engine_for, migrate
+from export_pipelines.store.exports import ExportConflict, ExportStore
 from export_pipelines_tests.conftest import ExportEnvironment, table_columns
 
 SPEC_COLUMNS = {

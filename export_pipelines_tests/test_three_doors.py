@@ -18,8 +18,8 @@ import yaml
 from dagster_graphql import DagsterGraphQLClient
 from playwright.sync_api import Browser
 
-from export_pipelines.dev import PROJECT_ROOT
-from export_pipelines.store import export_requests
+from export_pipelines.deploy.dev import PROJECT_ROOT
+from export_pipelines.store.tables import export_requests
 from export_pipelines_tests.browser import Launchpad, chromium
 from export_pipelines_tests.conftest import download
 from export_pipelines_tests.live import Deployment

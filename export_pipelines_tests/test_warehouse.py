@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from export_pipelines.demo_warehouse import build_demo_warehouse
-from export_pipelines.warehouse import WarehouseResource, open_hardened
+from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
+from export_pipelines.engine.warehouse import WarehouseResource, open_hardened
 from export_pipelines_tests.conftest import ExportEnvironment
 
 

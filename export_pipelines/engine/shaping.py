@@ -10,7 +10,7 @@ import duckdb
 from duckdb import CaseExpression, ColumnExpression, ConstantExpression, Expression, FunctionExpression
 from duckdb.sqltypes import VARCHAR, DuckDBPyType
 
-from export_pipelines.request import InvalidRequest
+from export_pipelines.engine.request import InvalidRequest
 
 PLUMBING_COLUMNS = frozenset({"q", "cache"})
 _VECTOR_ELEMENT_TYPES = frozenset({"float", "double"})

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from export_pipelines.settings import DEV_ENVIRONMENT_FILE, env
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_dev(port: int, data_dir: Path) -> int:
     """Start the local S3 server and `dagster dev` (webserver + daemon); Ctrl-C or SIGTERM stops both."""
-    from export_pipelines.demo_warehouse import build_demo_warehouse
-    from export_pipelines.local_s3 import run_local_s3
+    from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
+    from export_pipelines.deploy.local_s3 import run_local_s3
 
     # Ctrl-C and `kill` both stop everything, also when started in the background (where SIGINT
     # arrives ignored, and ignoring would pass on to every process started here).

@@ -2,10 +2,10 @@
 
 from typing import Any
 
-from export_pipelines.artifacts import ExportS3Resource
-from export_pipelines.policy import ExportPolicy
-from export_pipelines.store import ExportStoreResource
-from export_pipelines.warehouse import WarehouseResource
+from export_pipelines.engine.artifacts import ExportS3Resource
+from export_pipelines.engine.policy import ExportPolicy
+from export_pipelines.engine.warehouse import WarehouseResource
+from export_pipelines.store.exports import ExportStoreResource
 
 
 def default_resources() -> dict[str, Any]:

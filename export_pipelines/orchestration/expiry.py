@@ -13,10 +13,11 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from export_pipelines.artifacts import ExportS3Resource, delete_export_objects, export_key_prefix, get_manifest
-from export_pipelines.policy import ExportPolicy
-from export_pipelines.resources import default_resources
-from export_pipelines.store import ExportStatus, ExportStore, ExportStoreResource, export_requests
+from export_pipelines.engine.artifacts import ExportS3Resource, delete_export_objects, export_key_prefix, get_manifest
+from export_pipelines.engine.policy import ExportPolicy
+from export_pipelines.orchestration.resources import default_resources
+from export_pipelines.store.exports import ExportStore, ExportStoreResource
+from export_pipelines.store.tables import ExportStatus, export_requests
 
 
 class ExpiryConfig(dg.Config):

@@ -16,8 +16,8 @@ from typing import Any
 import duckdb
 from duckdb import ColumnExpression
 
-from export_pipelines import shaping
-from export_pipelines.artifacts import (
+from export_pipelines.engine import shaping
+from export_pipelines.engine.artifacts import (
     S3UploadWriter,
     UploadedArtifact,
     check_key_segment,
@@ -26,11 +26,10 @@ from export_pipelines.artifacts import (
     put_manifest,
     verify_uploaded,
 )
-from export_pipelines.filters import compile_filters
-from export_pipelines.request import Compression, CsvOptions, ExportFormat, ExportRequest, InvalidRequest
-from export_pipelines.store import ExportStore
-from export_pipelines.warehouse import WarehouseSource, resolve_source
-from export_pipelines.writer import file_extension, part_file_names, prepare_csv_frame, rows_in_part, write_parts
+from export_pipelines.engine.filters import compile_filters
+from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat, ExportRequest, InvalidRequest
+from export_pipelines.engine.warehouse import WarehouseSource, resolve_source
+from export_pipelines.engine.writer import file_extension, part_file_names, prepare_csv_frame, rows_in_part, write_parts
 
 VECTOR_KEY_COLUMN = "__row_key"
 UPLOAD_THREADS = 8
@@ -81,29 +80,6 @@ class WrittenExport:
 def request_record(request: ExportRequest) -> dict[str, Any]:
     """The request as JSON, the way the request table and the manifest keep it."""
     return request.model_dump(mode="json", exclude_none=True)
-
-
-def resolve(
-    request: ExportRequest,
-    run_id: str,
-    client_source: str,
-    open_warehouse: Callable[[], duckdb.DuckDBPyConnection],
-    store: ExportStore,
-    s3_prefix: str,
-) -> ExportRows:
-    """Mark the export RUNNING, check the request, and find its source in the catalog.
-
-    `client_source` is the door the run came through, recorded unless the request names one."""
-    export_id = request.export_id or run_id
-    check_key_segment("export_id", export_id)
-    requested_by = request.requested_by.model_dump() if request.requested_by else {}
-    if not requested_by.get("client_source"):
-        requested_by["client_source"] = client_source
-    store.start(export_id, request.project_id, request_record(request), requested_by, run_id)
-    rows = plan(request, export_id, open_warehouse(), s3_prefix)
-    export = rows.export
-    store.describe(export_id, export.source.display_name, export.format.value, export.compression.value)
-    return rows
 
 
 def plan(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConnection, s3_prefix: str) -> ExportRows:
@@ -273,8 +249,8 @@ def verify(written: WrittenExport, client: Any, bucket: str) -> None:
         raise
 
 
-def record(written: WrittenExport, client: Any, bucket: str, store: ExportStore) -> dict[str, Any]:
-    """Write manifest.json last, then mark the export SUCCEEDED with its figures."""
+def record(written: WrittenExport, client: Any, bucket: str) -> dict[str, Any]:
+    """Write manifest.json last; returns it with the export's `duration_ms`."""
     export = written.export
     files = [artifact.manifest_entry() for artifact in written.artifacts]
     manifest = {
@@ -292,5 +268,4 @@ def record(written: WrittenExport, client: Any, bucket: str, store: ExportStore)
     }
     put_manifest(client, bucket, export.key_prefix, manifest)
     duration_ms = int((time.monotonic() - export.started_monotonic) * 1000)
-    store.succeed(export.export_id, written.row_count, written.bytes, duration_ms, files)
     return {**manifest, "duration_ms": duration_ms}

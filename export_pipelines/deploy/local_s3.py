@@ -43,7 +43,7 @@ class LocalS3:
 
     def client(self) -> Any:
         """An S3 client for this server, built by the service's own S3 resource."""
-        from export_pipelines.artifacts import ExportS3Resource
+        from export_pipelines.engine.artifacts import ExportS3Resource
 
         return ExportS3Resource(
             endpoint_url=self.endpoint_url,

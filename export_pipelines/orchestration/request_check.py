@@ -11,13 +11,13 @@ from typing import Any
 
 import dagster as dg
 
-from export_pipelines.request import ExportRequest, InvalidRequest
-from export_pipelines.request_schema import require_source, with_source_named
+from export_pipelines.engine.request import ExportRequest, InvalidRequest
+from export_pipelines.orchestration.request_schema import require_source, with_source_named
 
 
 def parse_request(raw: str | Mapping[str, Any]) -> tuple[dict[str, Any], ExportRequest]:
     """The request as run config and as an ExportRequest, or InvalidRequest with one clear message."""
-    from export_pipelines.jobs import export_job
+    from export_pipelines.orchestration.jobs import export_job
 
     if isinstance(raw, str):
         try:

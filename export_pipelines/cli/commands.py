@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from export_pipelines.store import FINAL_STATUSES
+from export_pipelines.store.tables import FINAL_STATUSES
 
 # Piped output (scripts, logs) gets wide tables instead of columns cut to 80 characters.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -62,7 +62,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 def _service():
     import dagster as dg
 
-    from export_pipelines.service import ExportService
+    from export_pipelines.service.exports import ExportService
     from export_pipelines.settings import optional_env, use_dev_environment
 
     use_dev_environment()
@@ -74,9 +74,9 @@ def _guarded(handler: Callable[[Any, argparse.Namespace], int]) -> Callable[[arg
     """Known failures print one line and exit 1 instead of a traceback."""
 
     def run(args: argparse.Namespace) -> int:
-        from export_pipelines.request import InvalidRequest
-        from export_pipelines.service import ExportNotFound
-        from export_pipelines.store import ExportConflict
+        from export_pipelines.engine.request import InvalidRequest
+        from export_pipelines.service.exports import ExportNotFound
+        from export_pipelines.store.exports import ExportConflict
 
         try:
             return handler(_service(), args)

@@ -1,140 +1,22 @@
-"""The `export_requests` table (SPEC, "Status and figures"): schema and status transitions.
-
-SQLAlchemy Core, so the same code runs on SQLite (embedded default) and PostgreSQL.
-"""
+"""Reading and moving the rows of `export_requests` (SPEC, "Status and figures"), and the Dagster
+resource that opens the table's database."""
 
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from enum import StrEnum
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
 from export_pipelines.settings import env
-
-
-class ExportStatus(StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    EXPIRED = "EXPIRED"
-
-
-FINAL_STATUSES = frozenset({ExportStatus.SUCCEEDED, ExportStatus.FAILED, ExportStatus.CANCELLED, ExportStatus.EXPIRED})
-
-
-class utcnow(FunctionElement):  # noqa: N801 - SQLAlchemy's naming for SQL functions
-    """The current UTC time with sub-second precision, as each dialect spells it."""
-
-    type = sa.DateTime(timezone=True)
-    inherit_cache = True
-
-
-@compiles(utcnow, "sqlite")
-def _utcnow_sqlite(element, compiler, **kw) -> str:
-    return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
-
-
-@compiles(utcnow)
-def _utcnow_default(element, compiler, **kw) -> str:
-    return "CURRENT_TIMESTAMP"
+from export_pipelines.store.database import engine_for
+from export_pipelines.store.tables import REQUESTED_BY_COLUMNS, ExportStatus, export_requests
 
 
 class ExportConflict(ValueError):
     """The export exists in a state that does not allow what was asked."""
-
-
-metadata = sa.MetaData()
-
-export_requests = sa.Table(
-    "export_requests",
-    metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("project_id", sa.String(128), nullable=False, server_default="default"),
-    sa.Column("status", sa.String(16), nullable=False, server_default=ExportStatus.PENDING.value),
-    sa.Column("request", sa.Text, nullable=False),
-    sa.Column("source", sa.Text),
-    sa.Column("format", sa.String(16)),
-    sa.Column("compression", sa.String(16)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=utcnow()),
-    sa.Column("started_at", sa.DateTime(timezone=True)),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("row_count", sa.BigInteger),
-    sa.Column("bytes", sa.BigInteger),
-    sa.Column("duration_ms", sa.BigInteger),
-    sa.Column("files", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("user_id", sa.String(256)),
-    sa.Column("user_name", sa.String(256)),
-    sa.Column("api_key_prefix", sa.String(64)),
-    sa.Column("client_source", sa.String(64)),
-    # Beyond the SPEC: how many times the export was retried (each attempt is its own run key).
-    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
-    sa.Index("ix_export_requests_status_created", "status", "created_at"),
-    sa.Index("ix_export_requests_project_created", "project_id", "created_at"),
-)
-
-REQUESTED_BY_COLUMNS = ("user_id", "user_name", "api_key_prefix", "client_source")
-
-
-@cache
-def engine_for(url: str) -> sa.Engine:
-    """One engine per database URL per process, with the table created on first use."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    migrate(engine)
-    return engine
-
-
-def migrate(engine: sa.Engine) -> list[str]:
-    """Create export_requests, or bring an older one up to date (added columns and indexes).
-
-    Returns what was changed. Alembic's comparison finds the differences; only additive ones
-    are applied, so no data is ever dropped.
-    """
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-    from alembic.operations import Operations
-
-    metadata.create_all(engine)
-    changes = []
-    with engine.begin() as connection:
-        context = MigrationContext.configure(connection)
-        diffs = compare_metadata(context, metadata)
-        new_columns = [diff[3] for diff in diffs if diff[0] == "add_column"]
-        if new_columns:
-            # SQLite cannot ALTER in a column with a computed default: batch mode rebuilds the table.
-            recreate = "always" if engine.dialect.name == "sqlite" else "auto"
-            with Operations(context).batch_alter_table(export_requests.name, recreate=recreate) as batch:
-                for column in new_columns:
-                    batch.add_column(column._copy())
-                    changes.append(f"added column {export_requests.name}.{column.name}")
-        for diff in compare_metadata(context, metadata):
-            if diff[0] == "add_index":
-                diff[1].create(connection)
-                changes.append(f"added index {diff[1].name}")
-    return changes
-
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def _now() -> datetime:

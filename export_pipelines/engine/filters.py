@@ -16,8 +16,8 @@ import duckdb
 from duckdb import CaseExpression, ConstantExpression, Expression, FunctionExpression, LambdaExpression
 from duckdb.sqltypes import DuckDBPyType
 
-from export_pipelines.request import InvalidRequest
-from export_pipelines.shaping import available_columns, resolve_field
+from export_pipelines.engine.request import InvalidRequest
+from export_pipelines.engine.shaping import available_columns, resolve_field
 
 OPERATORS = (
     "eq", "ne", "gt", "gte", "lt", "lte", "in", "nin",

@@ -13,12 +13,13 @@ from typing import Any
 
 import dagster as dg
 
-from export_pipelines.jobs import export_job
-from export_pipelines.request import InvalidRequest
-from export_pipelines.requests_door import parse_request
-from export_pipelines.steps import validate
-from export_pipelines.store import REQUESTED_BY_COLUMNS, ExportStatus, ExportStore, ExportStoreResource, run_key
-from export_pipelines.warehouse import WarehouseResource, open_hardened
+from export_pipelines.engine.request import InvalidRequest
+from export_pipelines.engine.steps import validate
+from export_pipelines.engine.warehouse import WarehouseResource, open_hardened
+from export_pipelines.orchestration.jobs import export_job
+from export_pipelines.orchestration.request_check import parse_request
+from export_pipelines.store.exports import ExportStore, ExportStoreResource, run_key
+from export_pipelines.store.tables import REQUESTED_BY_COLUMNS, ExportStatus
 
 BATCH_SIZE = 50
 STRAGGLERS_PER_TICK = 10

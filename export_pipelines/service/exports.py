@@ -12,12 +12,13 @@ from typing import Any
 
 import dagster as dg
 
-from export_pipelines.artifacts import ExportS3Resource, delete_export_objects, presigned_links
-from export_pipelines.policy import ExportPolicy
-from export_pipelines.requests_door import parse_request
-from export_pipelines.steps import validate
-from export_pipelines.store import FINAL_STATUSES, ExportConflict, ExportStatus, ExportStore, ExportStoreResource
-from export_pipelines.warehouse import WarehouseResource
+from export_pipelines.engine.artifacts import ExportS3Resource, delete_export_objects, presigned_links
+from export_pipelines.engine.policy import ExportPolicy
+from export_pipelines.engine.steps import validate
+from export_pipelines.engine.warehouse import WarehouseResource
+from export_pipelines.orchestration.request_check import parse_request
+from export_pipelines.store.exports import ExportConflict, ExportStore, ExportStoreResource
+from export_pipelines.store.tables import FINAL_STATUSES, ExportStatus
 
 MAX_PAGE_SIZE = 200
 

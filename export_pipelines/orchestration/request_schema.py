@@ -15,8 +15,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from export_pipelines.request import ExportRequest, InvalidRequest
-from export_pipelines.warehouse import SAVED_QUERY_SCHEMA, WarehouseResource, list_sources, open_hardened
+from export_pipelines.engine.request import ExportRequest, InvalidRequest
+from export_pipelines.engine.warehouse import SAVED_QUERY_SCHEMA, WarehouseResource, list_sources, open_hardened
 
 CATALOG_TIMEOUT_SECONDS = 2.0
 SOURCE_DESCRIPTION = (

@@ -4,7 +4,7 @@ from typing import Any
 
 import dagster as dg
 
-from export_pipelines.ops import (
+from export_pipelines.orchestration.ops import (
     apply_row_rules,
     record_export_failure,
     record_result,
@@ -14,8 +14,8 @@ from export_pipelines.ops import (
     shape_rows,
     verify_upload,
 )
-from export_pipelines.request_schema import catalog_sources, request_config_schema, with_source_named
-from export_pipelines.resources import default_resources
+from export_pipelines.orchestration.request_schema import catalog_sources, request_config_schema, with_source_named
+from export_pipelines.orchestration.resources import default_resources
 
 
 def build_export_job(sources: list[str]) -> dg.JobDefinition:

@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
-from export_pipelines.request import InvalidRequest
+from export_pipelines.engine.request import InvalidRequest
 from export_pipelines.settings import env, optional_env
 
 MANIFEST_NAME = "manifest.json"

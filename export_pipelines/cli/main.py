@@ -4,7 +4,7 @@ retry, delete) and operations (dev deployment, demo warehouse, migrations)."""
 import argparse
 from pathlib import Path
 
-from export_pipelines import commands
+from export_pipelines.cli import commands
 from export_pipelines.settings import env
 
 
@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in commands.HANDLERS:
         return commands.HANDLERS[args.command](args)
     if args.command == "dev":
-        from export_pipelines.dev import run_dev
+        from export_pipelines.deploy.dev import run_dev
 
         return run_dev(args.port, args.data_dir.resolve())
     if args.command == "build-warehouse":
-        from export_pipelines.demo_warehouse import DEMO_CHARGES_ROWS, build_demo_warehouse
+        from export_pipelines.deploy.demo_warehouse import DEMO_CHARGES_ROWS, build_demo_warehouse
 
         path = build_demo_warehouse(args.path or Path(env("EXPORTS_WAREHOUSE")), args.rows or DEMO_CHARGES_ROWS)
         print(f"demo warehouse written to {path}")
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         import sqlalchemy as sa
 
-        from export_pipelines.store import migrate
+        from export_pipelines.store.database import migrate
 
         engine = sa.create_engine(env("EXPORTS_DATABASE_URL"))
         for change in migrate(engine) or ["already up to date"]:
@@ -47,7 +47,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export_requests is ready at {engine.url.render_as_string(hide_password=True)}")
         return 0
     return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field, PrivateAttr
 
-from export_pipelines.request import InvalidRequest, SourceConfig
+from export_pipelines.engine.request import InvalidRequest, SourceConfig
 from export_pipelines.settings import env
 
 SAVED_QUERY_SCHEMA = "queries"

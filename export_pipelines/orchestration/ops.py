@@ -9,14 +9,20 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from export_pipelines import steps
-from export_pipelines.artifacts import ExportS3Resource, delete_export_objects, presigned_links
-from export_pipelines.policy import ExportPolicy
-from export_pipelines.request import ExportRequest, InvalidRequest
-from export_pipelines.request_schema import require_source
-from export_pipelines.steps import ExportRows, WrittenExport
-from export_pipelines.store import ExportConflict, ExportStatus, ExportStoreResource
-from export_pipelines.warehouse import WarehouseResource
+from export_pipelines.engine import steps
+from export_pipelines.engine.artifacts import (
+    ExportS3Resource,
+    check_key_segment,
+    delete_export_objects,
+    presigned_links,
+)
+from export_pipelines.engine.policy import ExportPolicy
+from export_pipelines.engine.request import ExportRequest, InvalidRequest
+from export_pipelines.engine.steps import ExportRows, WrittenExport
+from export_pipelines.engine.warehouse import WarehouseResource
+from export_pipelines.orchestration.request_schema import require_source
+from export_pipelines.store.exports import ExportConflict, ExportStoreResource
+from export_pipelines.store.tables import ExportStatus
 
 
 @contextmanager
@@ -36,7 +42,7 @@ def client_source_of(run_tags: Mapping[str, str]) -> str:
     return run_tags.get("client_source") or "graphql"
 
 
-@dg.op(description="Check the request against the warehouse catalog and mark the export RUNNING.")
+@dg.op(description="Mark the export RUNNING and check the request against the warehouse catalog.")
 def resolve_request(
     context: dg.OpExecutionContext,
     config: ExportRequest,
@@ -44,17 +50,18 @@ def resolve_request(
     export_store: ExportStoreResource,
     s3: ExportS3Resource,
 ) -> ExportRows:
+    store = export_store.get_store()
     with user_errors():
         require_source(context.run.run_config)
-        rows = steps.resolve(
-            config,
-            context.run_id,
-            client_source_of(context.run.tags),
-            lambda: warehouse.run_connection,
-            export_store.get_store(),
-            s3.resolved_prefix,
-        )
+        export_id = config.export_id or context.run_id
+        check_key_segment("export_id", export_id)
+        requested_by = config.requested_by.model_dump() if config.requested_by else {}
+        if not requested_by.get("client_source"):
+            requested_by["client_source"] = client_source_of(context.run.tags)
+        store.start(export_id, config.project_id, steps.request_record(config), requested_by, context.run_id)
+        rows = steps.plan(config, export_id, warehouse.run_connection, s3.resolved_prefix)
     export = rows.export
+    store.describe(export_id, export.source.display_name, export.format.value, export.compression.value)
     context.log.info(
         f"Export {export.export_id}: {export.source.display_name} as {export.format.value}/{export.compression.value}"
     )
@@ -142,8 +149,11 @@ def record_result(
     policy: ExportPolicy,
 ) -> None:
     bucket, client = s3.resolved_bucket, s3.get_client()
-    manifest = steps.record(written, client, bucket, export_store.get_store())
+    manifest = steps.record(written, client, bucket)
     export = written.export
+    export_store.get_store().succeed(
+        export.export_id, manifest["rows"], manifest["bytes"], manifest["duration_ms"], manifest["files"]
+    )
     ttl = policy.resolved_url_ttl_seconds
     links = presigned_links(client, bucket, manifest["files"], ttl)
     context.log.info(f"Export {export.export_id} SUCCEEDED: {manifest['rows']:,} rows, {manifest['bytes']:,} bytes")

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import polars as pl
 
-from export_pipelines.request import Compression, CsvOptions, ExportFormat
+from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat
 
 ZONED_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f%:z"
 NAIVE_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f"

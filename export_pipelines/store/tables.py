@@ -1,0 +1,71 @@
+"""The service's tables, on SQLite (embedded default) and PostgreSQL alike (SQLAlchemy Core):
+`export_requests` (SPEC, "Status and figures")."""
+
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+
+class ExportStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+FINAL_STATUSES = frozenset({ExportStatus.SUCCEEDED, ExportStatus.FAILED, ExportStatus.CANCELLED, ExportStatus.EXPIRED})
+
+
+class utcnow(FunctionElement):  # noqa: N801 - SQLAlchemy's naming for SQL functions
+    """The current UTC time with sub-second precision, as each dialect spells it."""
+
+    type = sa.DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(utcnow, "sqlite")
+def _utcnow_sqlite(element, compiler, **kw) -> str:
+    return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+
+
+@compiles(utcnow)
+def _utcnow_default(element, compiler, **kw) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+metadata = sa.MetaData()
+
+export_requests = sa.Table(
+    "export_requests",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(128), nullable=False, server_default="default"),
+    sa.Column("status", sa.String(16), nullable=False, server_default=ExportStatus.PENDING.value),
+    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("source", sa.Text),
+    sa.Column("format", sa.String(16)),
+    sa.Column("compression", sa.String(16)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=utcnow()),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("row_count", sa.BigInteger),
+    sa.Column("bytes", sa.BigInteger),
+    sa.Column("duration_ms", sa.BigInteger),
+    sa.Column("files", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("user_id", sa.String(256)),
+    sa.Column("user_name", sa.String(256)),
+    sa.Column("api_key_prefix", sa.String(64)),
+    sa.Column("client_source", sa.String(64)),
+    # Beyond the SPEC: how many times the export was retried (each attempt is its own run key).
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_export_requests_status_created", "status", "created_at"),
+    sa.Index("ix_export_requests_project_created", "project_id", "created_at"),
+)
+
+REQUESTED_BY_COLUMNS = ("user_id", "user_name", "api_key_prefix", "client_source")
