@@ -44,7 +44,7 @@ def main() -> None:
         data_dir = Path(tmp)
         build_demo_warehouse(data_dir / "warehouse.duckdb")
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTS_", "DAGSTER_HOME"))}
-        with running_dev_deployment(data_dir, environment, free_ports(1)[0]) as reached:
+        with running_dev_deployment(data_dir, environment, *free_ports(2)) as reached:
             store = ExportStore(engine_for(reached["EXPORTS_DATABASE_URL"]))
             latencies = []
             for sample in range(args.samples + 1):

@@ -4,6 +4,7 @@ The S3 server and the warehouse are started/built once per session; every test g
 key prefix and its own SQLite request table, so tests never see each other's exports.
 """
 
+import contextlib
 import os
 import re
 import time
@@ -29,6 +30,7 @@ from export_pipelines.store.exports import ExportStore
 
 if TYPE_CHECKING:
     from export_pipelines_tests.live import Deployment
+    from export_pipelines_tests.rest import ApiServer
 
 BUCKET = "exports"
 POSTGRES_ADMIN_DSN = os.environ.get("EXPORTS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -138,6 +140,21 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """`variables` in this process's environment for the duration (runs read it at start)."""
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> Any:
     """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -157,3 +174,43 @@ def download(url: str) -> bytes:
 
 def table_columns(database_url: str) -> set[str]:
     return {c["name"] for c in sa.inspect(engine_for(database_url)).get_columns("export_requests")}
+
+
+PEAKA_ROWS = 993  # the row count of Peaka's own create example
+
+
+@pytest.fixture(scope="session")
+def api_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo warehouse plus `payment.peaka_charges`, a table with the columns of Peaka's example."""
+    import duckdb
+
+    warehouse = build_demo_warehouse(tmp_path_factory.mktemp("api-warehouse") / "warehouse.duckdb")
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(
+            f"CREATE TABLE payment.peaka_charges AS SELECT id, created_at AS created, amount, currency "
+            f"FROM payment.charges ORDER BY id LIMIT {PEAKA_ROWS}"
+        )
+    return warehouse
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def api_server(
+    request: pytest.FixtureRequest, s3_server: LocalS3, api_warehouse: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator["ApiServer"]:
+    """`export-pipelines api` over its own request table, on SQLite and on PostgreSQL."""
+    from export_pipelines_tests.rest import running_api
+
+    folder = tmp_path_factory.mktemp(f"api-{request.param}")
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            database_url = f"sqlite:///{folder / 'exports.db'}"
+        else:
+            database_url = stack.enter_context(fresh_postgres_database("api"))
+        settings = {
+            **s3_server.environment(),
+            "EXPORTS_WAREHOUSE": str(api_warehouse),
+            "EXPORTS_DATABASE_URL": database_url,
+            "EXPORTS_BUCKET": BUCKET,
+            "EXPORTS_PREFIX": f"api-{request.param}/",
+        }
+        yield stack.enter_context(running_api(settings, folder / "api.log"))

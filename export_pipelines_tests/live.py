@@ -19,7 +19,7 @@ from export_pipelines.engine.artifacts import ExportS3Resource
 from export_pipelines.service.exports import ExportService
 from export_pipelines.store.database import engine_for
 from export_pipelines.store.exports import ExportStore
-from export_pipelines_tests.conftest import wait_for
+from export_pipelines_tests.conftest import environment, wait_for
 
 BIG_ROWS = 3_000_000  # payment.large_charges: an export slow enough to be killed or cancelled mid-way
 
@@ -32,6 +32,10 @@ class Deployment:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.environment["EXPORTS_API_URL"]
 
     def insert(self, request: dict[str, Any], project_id: str = "default", user_id: str = "e2e") -> str:
         export_id = str(uuid.uuid4())
@@ -55,19 +59,9 @@ class Deployment:
         with self.settings():
             return ExportS3Resource().get_client()
 
-    @contextlib.contextmanager
-    def settings(self) -> Iterator[None]:
+    def settings(self) -> contextlib.AbstractContextManager[None]:
         """The deployment's environment variables in this process, for the duration."""
-        previous = {k: os.environ.get(k) for k in self.environment}
-        os.environ.update(self.environment)
-        try:
-            yield
-        finally:
-            for name, value in previous.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        return environment(self.environment)
 
     def run_workers(self) -> list[psutil.Process]:
         """Run worker processes: the code server's children executing a run."""
@@ -90,6 +84,6 @@ def live_deployment(data_dir: Path) -> Iterator[Deployment]:
     environment = {**os.environ, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(BIG_ROWS)}
     for name in ("EXPORTS_DATABASE_URL", "EXPORTS_S3_ENDPOINT_URL", "EXPORTS_PREFIX", "DAGSTER_HOME"):
         environment.pop(name, None)
-    port = free_ports(1)[0]
-    with running_dev_deployment(data_dir, environment, port) as reached:
+    port, api_port = free_ports(2)
+    with running_dev_deployment(data_dir, environment, port, api_port) as reached:
         yield Deployment(data_dir, int(reached.pop("_pid")), port, reached)

@@ -1,6 +1,6 @@
 """The README's dev command: it starts S3, builds the demo warehouse, serves the Dagster UI with
-the export_job code location, and Ctrl-C (or `kill`, also of a background job) stops every
-process it started.
+the export_job code location and the REST API (its URL in dev.env.json), and Ctrl-C (or `kill`,
+also of a background job) stops every process it started.
 
 Exports through a live deployment are in test_live_deployment.py; here only start-up and
 shutdown are covered.
@@ -9,13 +9,13 @@ shutdown are covered.
 import json
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
+from export_pipelines.deploy.dev import dev_command
 from export_pipelines.deploy.local_s3 import free_ports
 from export_pipelines_tests.conftest import wait_for
 
@@ -32,9 +32,9 @@ def graphql(port: int, query: str) -> dict:
         return json.loads(response.read())
 
 
-def answers(port: int) -> bool:
+def answers(port: int, path: str = "/server_info") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2):
             return True
     except OSError:
         return False
@@ -52,9 +52,9 @@ def _ignore_sigint() -> None:
 def test_dev_command_serves_export_job_and_stops_cleanly(
     tmp_path: Path, stop_signal: signal.Signals, started_in_background: bool
 ) -> None:
-    port = free_ports(1)[0]
+    port, api_port = free_ports(2)
     dev = subprocess.Popen(
-        [sys.executable, "-m", "export_pipelines.cli", "dev", "--port", str(port), "--data-dir", str(tmp_path)],
+        dev_command(port, api_port, tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -62,6 +62,9 @@ def test_dev_command_serves_export_job_and_stops_cleanly(
     )
     try:
         wait_for(lambda: answers(port), "the Dagster UI")
+        wait_for(lambda: answers(api_port, "/healthz"), "the REST API")
+        dev_environment = json.loads((tmp_path / "dev.env.json").read_text())
+        assert dev_environment["EXPORTS_API_URL"] == f"http://127.0.0.1:{api_port}"
         jobs = wait_for(
             lambda: graphql(
                 port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name } } } } }"
@@ -78,8 +81,9 @@ def test_dev_command_serves_export_job_and_stops_cleanly(
         output, _ = dev.communicate(timeout=DEADLINE_SECONDS)
     assert dev.returncode == 0, output
     assert f"Dagster UI   http://127.0.0.1:{port}" in output
+    assert f"REST API     http://127.0.0.1:{api_port}" in output
     wait_for(
         lambda: not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"],
         "every started process to stop",
     )
-    assert not answers(port)
+    assert not answers(port) and not answers(api_port, "/healthz")

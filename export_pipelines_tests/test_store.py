@@ -13,7 +13,7 @@ from export_pipelines_tests.conftest import ExportEnvironment, table_columns
 SPEC_COLUMNS = {
     "id", "project_id", "status", "request", "source", "format", "compression", "created_at", "started_at",
     "finished_at", "row_count", "bytes", "duration_ms", "files", "error", "run_id", "user_id", "user_name",
-    "api_key_prefix", "client_source", "attempt",
+    "api_key_prefix", "client_source", "attempt", "name",
 }  # fmt: skip
 
 
@@ -32,7 +32,8 @@ def test_table_has_the_spec_columns(database_url: str) -> None:
 def test_older_table_is_migrated_without_losing_rows(database_url: str) -> None:
     engine = sa.create_engine(database_url)
     with engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE IF EXISTS export_requests"))
+        for table in ("export_requests", "api_keys", "idempotency_keys"):
+            connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
         connection.execute(
             sa.text(
                 "CREATE TABLE export_requests (id VARCHAR(64) PRIMARY KEY, project_id VARCHAR(128) NOT NULL, "
@@ -45,6 +46,7 @@ def test_older_table_is_migrated_without_losing_rows(database_url: str) -> None:
     assert "added index ix_export_requests_status_created" in changes
     assert table_columns(database_url) == SPEC_COLUMNS
     assert migrate(engine) == []
+    assert {"api_keys", "idempotency_keys"} <= set(sa.inspect(engine).get_table_names())
     assert ExportStore(engine).get("old")["status"] == "SUCCEEDED"
     engine.dispose()
 

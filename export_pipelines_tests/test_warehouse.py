@@ -1,5 +1,6 @@
 """The warehouse connection: hardening against reaching outside the warehouse, hostile source
-names, and the bounded retry while another process holds the file for writing."""
+names, the bounded retry while another process holds the file for writing, and the in-memory
+catalog copy the doors check requests against."""
 
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import duckdb
 import pytest
 
 from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
-from export_pipelines.engine.warehouse import WarehouseResource, open_hardened
+from export_pipelines.engine.request import ExportRequest, SourceConfig, UnknownSource
+from export_pipelines.engine.steps import validate
+from export_pipelines.engine.warehouse import WarehouseResource, WarehouseUnavailable, open_hardened
 from export_pipelines_tests.conftest import ExportEnvironment
 
 
@@ -100,3 +103,25 @@ def test_export_retries_while_another_process_writes(
     else:
         assert error in record["error"]
         assert export_env.keys() == []
+
+
+def test_catalog_copy_checks_requests_like_the_file_and_follows_its_changes(tmp_path: Path) -> None:
+    warehouse = build_demo_warehouse(tmp_path / "warehouse.duckdb", charges_rows=100)
+    resource = WarehouseResource(path=str(warehouse))
+    request = ExportRequest(source=SourceConfig(table="payment.charges"), columns=["id", "metadata.title", "embedding"])
+    with resource.catalog_connection() as copy, resource.connect() as original:
+        assert validate(request, "x", copy).description == validate(request, "x", original).description
+        assert (
+            copy.sql("SELECT * FROM queries.charges_view").types
+            == original.sql("SELECT * FROM queries.charges_view").types
+        )
+        assert copy.sql("SELECT count(*) FROM payment.charges").fetchall() == [(0,)]  # no rows, only the catalog
+        with pytest.raises(UnknownSource, match="unknown table 'payment.later'"):
+            validate(ExportRequest(source=SourceConfig(table="payment.later")), "x", copy)
+    with duckdb.connect(str(warehouse)) as writer:
+        writer.execute("CREATE TABLE payment.later AS SELECT 1 AS id")
+    with resource.catalog_connection() as copy:
+        assert validate(ExportRequest(source=SourceConfig(table="payment.later")), "x", copy).base_name == "later"
+    warehouse.unlink()
+    with pytest.raises(WarehouseUnavailable, match="does not exist"), resource.catalog_connection():
+        pass

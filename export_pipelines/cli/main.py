@@ -1,10 +1,10 @@
 """`export-pipelines`: the service's command line: exports (submit, list, show, download, cancel,
-retry, delete) and operations (dev deployment, demo warehouse, migrations)."""
+retry, delete), the REST API (api, keys) and operations (dev deployment, demo warehouse, migrations)."""
 
 import argparse
 from pathlib import Path
 
-from export_pipelines.cli import commands
+from export_pipelines.cli import commands, keys
 from export_pipelines.settings import env
 
 
@@ -12,8 +12,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="export-pipelines", description=__doc__)
     subcommands = parser.add_subparsers(dest="command", required=True)
 
-    dev = subcommands.add_parser("dev", help="start S3, the demo warehouse and Dagster on embedded defaults")
+    dev = subcommands.add_parser(
+        "dev", help="start S3, the demo warehouse, Dagster and the REST API (embedded defaults)"
+    )
     dev.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
+    dev.add_argument("--api-port", type=int, default=8000, help="port of the REST API (default 8000)")
     dev.add_argument("--data-dir", type=Path, default=Path(".data"), help="where state is kept (default .data)")
 
     build = subcommands.add_parser("build-warehouse", help="(re)build the deterministic demo warehouse")
@@ -22,14 +25,16 @@ def main(argv: list[str] | None = None) -> int:
 
     subcommands.add_parser("migrate", help="create or migrate the export_requests table at $EXPORTS_DATABASE_URL")
     commands.register(subcommands)
+    keys.register(subcommands)
 
     args = parser.parse_args(argv)
-    if args.command in commands.HANDLERS:
-        return commands.HANDLERS[args.command](args)
+    for handlers in (commands.HANDLERS, keys.HANDLERS):
+        if args.command in handlers:
+            return handlers[args.command](args)
     if args.command == "dev":
         from export_pipelines.deploy.dev import run_dev
 
-        return run_dev(args.port, args.data_dir.resolve())
+        return run_dev(args.port, args.api_port, args.data_dir.resolve())
     if args.command == "build-warehouse":
         from export_pipelines.deploy.demo_warehouse import DEMO_CHARGES_ROWS, build_demo_warehouse
 

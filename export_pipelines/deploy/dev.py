@@ -1,5 +1,5 @@
-"""The dev deployment: the local S3 server, the demo warehouse and `dagster dev` (webserver and
-daemon) on embedded defaults, all stopped by Ctrl-C."""
+"""The dev deployment: the local S3 server, the demo warehouse, `dagster dev` (webserver and daemon)
+and the REST API on embedded defaults, all stopped by Ctrl-C."""
 
 import contextlib
 import json
@@ -17,8 +17,9 @@ from export_pipelines.settings import DEV_ENVIRONMENT_FILE, env
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_dev(port: int, data_dir: Path) -> int:
-    """Start the local S3 server and `dagster dev` (webserver + daemon); Ctrl-C or SIGTERM stops both."""
+def run_dev(port: int, api_port: int, data_dir: Path) -> int:
+    """Start the local S3 server, `dagster dev` (webserver + daemon) and the REST API; Ctrl-C or
+    SIGTERM stops them all."""
     from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
     from export_pipelines.deploy.local_s3 import run_local_s3
 
@@ -45,6 +46,7 @@ def run_dev(port: int, data_dir: Path) -> int:
         # The export-pipelines commands of another shell find the running deployment here.
         exported = {k: v for k, v in environment.items() if k.startswith(("EXPORTS_", "AWS_")) or k == "DAGSTER_HOME"}
         exported["DAGSTER_UI_URL"] = f"http://127.0.0.1:{port}"
+        exported["EXPORTS_API_URL"] = f"http://127.0.0.1:{api_port}"
         dev_file = data_dir / DEV_ENVIRONMENT_FILE
         dev_file.write_text(json.dumps(exported))
         dev_file.chmod(0o600)
@@ -54,20 +56,30 @@ def run_dev(port: int, data_dir: Path) -> int:
             "-h", "127.0.0.1", "-p", str(port),
         ]  # fmt: skip
         dagster = subprocess.Popen(command, env=environment, cwd=PROJECT_ROOT, start_new_session=True)
+        api = subprocess.Popen(
+            [sys.executable, "-m", "export_pipelines.cli", "api", "--host", "127.0.0.1", "--port", str(api_port)],
+            env=environment,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
         print(
             f"\nexport_pipelines is starting:\n"
             f"  Dagster UI   http://127.0.0.1:{port}  (Launchpad: Jobs > export_job)\n"
+            f"  REST API     http://127.0.0.1:{api_port}  (docs: /docs; a key: export-pipelines keys create)\n"
             f"  S3 endpoint  {s3.endpoint_url}  bucket {bucket!r}  (keys in {data_dir / 's3' / 'keys.json'})\n"
             f"  warehouse    {warehouse}\n"
             f"Press Ctrl-C to stop everything.\n",
             flush=True,
         )
         try:
-            return dagster.wait()
+            while dagster.poll() is None and api.poll() is None:
+                time.sleep(0.5)
+            return dagster.returncode or api.returncode or 0
         except KeyboardInterrupt:
             print("stopping ...", flush=True)
             return 0
         finally:
+            _stop_group(api)
             _stop_group(dagster)
 
 
@@ -81,16 +93,22 @@ def _stop_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def dev_command(port: int, api_port: int, data_dir: Path) -> list[str]:
+    """`export-pipelines dev` on the given ports and data directory, as a subprocess command."""
+    module = [sys.executable, "-m", "export_pipelines.cli", "dev"]
+    return [*module, "--port", str(port), "--api-port", str(api_port), "--data-dir", str(data_dir)]
+
+
 @contextlib.contextmanager
 def running_dev_deployment(
-    data_dir: Path, environment: dict[str, str], port: int, timeout: float = 120.0
+    data_dir: Path, environment: dict[str, str], port: int, api_port: int, timeout: float = 120.0
 ) -> Iterator[dict[str, str]]:
     """`export-pipelines dev` in a subprocess (tests, benchmarks): yields the environment that
-    reaches it once the UI answers; stops everything on exit."""
+    reaches it once the UI and the REST API answer; stops everything on exit."""
     import urllib.request
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "export_pipelines.cli", "dev", "--port", str(port), "--data-dir", str(data_dir)],
+        dev_command(port, api_port, data_dir),
         env=environment,
         stdout=open(data_dir / "dev.log", "w"),  # noqa: SIM115 - closed with the process
         stderr=subprocess.STDOUT,
@@ -102,7 +120,10 @@ def running_dev_deployment(
             if process.poll() is not None:
                 raise RuntimeError(f"the dev deployment exited early, see {data_dir / 'dev.log'}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                with (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2),
+                    urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=2),
+                ):
                     if dev_file.exists():
                         break
             except OSError:

@@ -15,6 +15,10 @@ class InvalidRequest(ValueError):
     """A request that cannot be exported; the message is shown to the user as is."""
 
 
+class UnknownSource(InvalidRequest):
+    """The request names a table or saved query that does not exist (HTTP 404)."""
+
+
 class ExportFormat(Enum):
     """Output format. Lower-case spellings and `json` (= JSONL) are accepted too."""
 

@@ -51,6 +51,16 @@ class ResolvedExport:
     started_at: datetime
     started_monotonic: float
 
+    @property
+    def description(self) -> dict[str, str]:
+        """What the request table shows of the export: source, format, compression and name."""
+        return {
+            "source": self.source.display_name,
+            "format": self.format.value,
+            "compression": self.compression.value,
+            "name": self.base_name,
+        }
+
 
 @dataclass(frozen=True)
 class ExportRows:
@@ -108,11 +118,12 @@ def plan(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConn
     return ExportRows(export, connection.sql(f"SELECT * FROM {source.sql_name}"))
 
 
-def validate(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConnection) -> None:
+def validate(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConnection) -> ResolvedExport:
     """Every check `export_job` makes before it reads a row, without reading or writing anything:
-    what a door runs to refuse a bad request up front."""
+    what a door runs to refuse a bad request up front. Returns the export as resolved."""
     rows = select(shape(plan(request, export_id, connection, "")))
     _column_rules(rows)
+    return rows.export
 
 
 def shape(rows: ExportRows) -> ExportRows:

@@ -5,6 +5,7 @@ settings, so no request can reach beyond the warehouse. Identifiers from a reque
 up in the catalog with bound parameters before they are quoted into a statement.
 """
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field, PrivateAttr
 
-from export_pipelines.engine.request import InvalidRequest, SourceConfig
+from export_pipelines.engine.request import InvalidRequest, SourceConfig, UnknownSource
 from export_pipelines.settings import env
 
 SAVED_QUERY_SCHEMA = "queries"
@@ -64,10 +65,24 @@ class WarehouseResource(dg.ConfigurableResource):
         description="How long to keep retrying while another process holds the warehouse file for writing.",
     )
     _connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
+    _catalog: "CatalogCopy | None" = PrivateAttr(default=None)
 
     @property
     def resolved_path(self) -> Path:
         return Path(self.path or env("EXPORTS_WAREHOUSE"))
+
+    @contextmanager
+    def catalog_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection on an in-memory copy of the warehouse's catalog (every table and saved
+        query, with its columns and types, and no rows), for checking requests without opening
+        the file: what a door checks on every create. Never for reading rows."""
+        if self._catalog is None:
+            self._catalog = CatalogCopy(self.resolved_path, self.open_timeout_seconds)
+        cursor = self._catalog.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -113,6 +128,67 @@ def open_hardened(path: Path, timeout_seconds: float) -> duckdb.DuckDBPyConnecti
             delay = min(delay * 2, 1.0)
 
 
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse file is missing or stayed locked by a writer: try again later (HTTP 503)."""
+
+
+class CatalogCopy:
+    """The warehouse's catalog copied into an in-memory database: each table and saved query as an
+    empty table of the same name, columns and types, in a catalog of the warehouse's own name.
+    Copied again when the warehouse file (or its WAL) changes; safe to use from many threads
+    through `cursor()`."""
+
+    def __init__(self, path: Path, timeout_seconds: float):
+        self.path, self.timeout_seconds = path, timeout_seconds
+        self._lock = threading.Lock()
+        self._version: tuple | None = None
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._catalog = ""
+
+    def _file_version(self) -> tuple:
+        if not self.path.exists():
+            raise FileNotFoundError(f"warehouse file {self.path} does not exist (set EXPORTS_WAREHOUSE)")
+        wal = self.path.with_name(self.path.name + ".wal")
+        return tuple(
+            (s.st_ino, s.st_mtime_ns, s.st_size) for s in (self.path.stat(), wal.stat() if wal.exists() else None) if s
+        )
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            try:
+                version = self._file_version()
+                if version != self._version or self._connection is None:
+                    copy = self._copy()
+                    if self._connection is not None:
+                        self._connection.close()
+                    self._connection, self._version = copy, version
+            except (OSError, TimeoutError) as error:
+                raise WarehouseUnavailable(str(error)) from error
+            cursor = self._connection.cursor()
+        cursor.execute(f"USE {self._catalog}")  # a cursor starts on the default in-memory catalog
+        return cursor
+
+    def _copy(self) -> duckdb.DuckDBPyConnection:
+        with open_hardened(self.path, self.timeout_seconds) as source:
+            relations = _relations(source)
+            columns = {
+                (schema, name): source.sql(f"SELECT * FROM {quote_identifier(schema)}.{quote_identifier(name)} LIMIT 0")
+                for _, schema, name in relations
+            }
+            copies = [(schema, name, relation.columns, relation.types) for (schema, name), relation in columns.items()]
+        catalog = self._catalog = quote_identifier(relations[0][0] if relations else self.path.stem)
+        copy = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+        copy.execute(f"ATTACH ':memory:' AS {catalog}")
+        copy.execute(f"USE {catalog}")
+        for schema, name, names, types in copies:
+            copy.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+            definition = ", ".join(f"{quote_identifier(c)} {t}" for c, t in zip(names, types, strict=True))
+            copy.execute(f"CREATE TABLE {quote_identifier(schema)}.{quote_identifier(name)} ({definition})")
+        copy.execute("SET enable_external_access = false")
+        copy.execute("SET lock_configuration = true")
+        return copy
+
+
 def resolve_source(connection: duckdb.DuckDBPyConnection, source: SourceConfig) -> WarehouseSource:
     """Find the requested table or saved query in the catalog, or fail naming what exists."""
     if (source.table is None) == (source.query is None):
@@ -131,7 +207,7 @@ def resolve_source(connection: duckdb.DuckDBPyConnection, source: SourceConfig) 
         if (found_schema, found_name) == (schema, name):
             return WarehouseSource(catalog, found_schema, found_name, source.query is not None)
     available = ", ".join(n if kind == "saved query" else f"{s}.{n}" for _, s, n in candidates) or "none"
-    raise InvalidRequest(f"unknown {kind} {source.table or source.query!r}; available: {available}")
+    raise UnknownSource(f"unknown {kind} {source.table or source.query!r}; available: {available}")
 
 
 def list_sources(connection: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:

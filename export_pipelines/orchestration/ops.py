@@ -61,7 +61,7 @@ def resolve_request(
         store.start(export_id, config.project_id, steps.request_record(config), requested_by, context.run_id)
         rows = steps.plan(config, export_id, warehouse.run_connection, s3.resolved_prefix)
     export = rows.export
-    store.describe(export_id, export.source.display_name, export.format.value, export.compression.value)
+    store.describe(export_id, export.description)
     context.log.info(
         f"Export {export.export_id}: {export.source.display_name} as {export.format.value}/{export.compression.value}"
     )

@@ -18,6 +18,7 @@ from export_pipelines.engine.steps import validate
 from export_pipelines.engine.warehouse import WarehouseResource, open_hardened
 from export_pipelines.orchestration.jobs import export_job
 from export_pipelines.orchestration.request_check import parse_request
+from export_pipelines.orchestration.run_outcome import settle_export
 from export_pipelines.store.exports import ExportStore, ExportStoreResource, run_key
 from export_pipelines.store.tables import REQUESTED_BY_COLUMNS, ExportStatus
 
@@ -174,10 +175,6 @@ def export_cancel_sensor(context: dg.RunStatusSensorContext, export_store: Expor
     _finish_export_of_run(context, export_store.get_store(), ExportStatus.CANCELLED, "cancelled")
 
 
-_ENDED = {dg.DagsterRunStatus.FAILURE: ExportStatus.FAILED, dg.DagsterRunStatus.CANCELED: ExportStatus.CANCELLED,
-          dg.DagsterRunStatus.SUCCESS: ExportStatus.FAILED}  # fmt: skip
-
-
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -188,18 +185,5 @@ def export_reconciliation_sensor(
     context: dg.SensorEvaluationContext, export_store: ExportStoreResource
 ) -> dg.SkipReason:
     store = export_store.get_store()
-    fixed = 0
-    for record in store.running(limit=200):
-        run = context.instance.get_run_by_id(record["run_id"]) if record["run_id"] else None
-        if run is not None and run.status not in _ENDED:
-            continue
-        status = _ENDED[run.status] if run is not None else ExportStatus.FAILED
-        if run is None:
-            error = f"run {record['run_id']} no longer exists"
-        elif run.status == dg.DagsterRunStatus.SUCCESS:
-            error = "the run ended without recording a result"
-        else:
-            error = f"run {run.run_id} ended {run.status.value}"
-        if store.finish_unfinished(record["id"], status, None if status is ExportStatus.CANCELLED else error):
-            fixed += 1
+    fixed = sum(settle_export(store, context.instance, record) for record in store.running(limit=200))
     return dg.SkipReason(f"reconciled {fixed} export(s)")

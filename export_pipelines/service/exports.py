@@ -1,9 +1,12 @@
-"""The export service as a Python API: what every door (sensor, CLI, the REST API to come) calls.
+"""The export service as a Python API: what every door (sensor, CLI, the REST API) calls.
 
 `submit` checks a request exactly as `export_job` would and queues it in the request table;
 the request sensor launches it. Nothing here runs an export itself.
 """
 
+import hashlib
+import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,10 +20,12 @@ from export_pipelines.engine.policy import ExportPolicy
 from export_pipelines.engine.steps import validate
 from export_pipelines.engine.warehouse import WarehouseResource
 from export_pipelines.orchestration.request_check import parse_request
+from export_pipelines.orchestration.run_outcome import settle_export
 from export_pipelines.store.exports import ExportConflict, ExportStore, ExportStoreResource
 from export_pipelines.store.tables import FINAL_STATUSES, ExportStatus
 
 MAX_PAGE_SIZE = 200
+WAIT_POLL_SECONDS = 0.2
 
 
 class ExportNotFound(LookupError):
@@ -28,7 +33,11 @@ class ExportNotFound(LookupError):
 
 
 class ExportNotFinished(ExportConflict):
-    """The export has no artifacts to hand out yet, or any more (HTTP 409)."""
+    """The export has no artifacts to hand out yet (HTTP 409)."""
+
+
+class ExportExpired(ExportConflict):
+    """The export's artifacts expired and were removed (HTTP 410)."""
 
 
 @dataclass
@@ -50,21 +59,33 @@ class ExportService:
             instance=instance,
         )
 
-    def submit(self, request: str | Mapping[str, Any], requested_by: Mapping[str, str | None] | None = None) -> str:
-        """Check `request` like export_job does and queue it as PENDING; returns the export id."""
+    def submit(
+        self,
+        request: str | Mapping[str, Any],
+        requested_by: Mapping[str, str | None] | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Check `request` like export_job does and queue it as PENDING; returns the export id.
+
+        With `idempotency_key`, a retried submit of the same request within 24 hours answers the
+        first one's id and queues nothing (IdempotencyConflict for another request)."""
         run_config, parsed = parse_request(request)
         export_id = parsed.export_id or str(uuid.uuid4())
+        described = None
         if self.warehouse is not None:
-            with self.warehouse.connect() as connection:
-                validate(parsed, export_id, connection)
+            with self.warehouse.catalog_connection() as connection:
+                described = validate(parsed, export_id, connection).description
         who = {**(run_config.get("requested_by") or {}), **{k: v for k, v in (requested_by or {}).items() if v}}
         record = (
             {**run_config, "export_id": export_id, "requested_by": who}
             if who
             else {**run_config, "export_id": export_id}
         )
-        self.store.insert(export_id, parsed.project_id, record, who)
-        return export_id
+        idempotency = None
+        if idempotency_key is not None:
+            body = json.dumps({k: v for k, v in run_config.items() if k != "requested_by"}, sort_keys=True)
+            idempotency = (idempotency_key, hashlib.sha256(body.encode()).hexdigest())
+        return self.store.insert(export_id, parsed.project_id, record, who, described, idempotency)
 
     def get(self, export_id: str, project_id: str | None = None) -> dict[str, Any]:
         record = self.store.get(export_id)
@@ -75,8 +96,14 @@ class ExportService:
     def download_urls(self, export_id: str, project_id: str) -> list[dict[str, Any]]:
         """Presigned GET URLs of a SUCCEEDED export's files, for its owner project only."""
         record = self.get(export_id, project_id)
+        if record["status"] == ExportStatus.EXPIRED:
+            raise ExportExpired(f"export {export_id} has expired: its artifacts were removed")
         if record["status"] != ExportStatus.SUCCEEDED:
             raise ExportNotFinished(f"export {export_id} is {record['status']}; links exist only once it SUCCEEDED")
+        return self.links(record)
+
+    def links(self, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Presigned GET URLs of the files of a SUCCEEDED export's record."""
         return presigned_links(
             self.s3.get_client(), self.s3.resolved_bucket, record["files"], self.policy.resolved_url_ttl_seconds
         )
@@ -94,6 +121,20 @@ class ExportService:
                 raise ExportConflict(f"export {export_id} is RUNNING but its run could not be cancelled")
             return ExportStatus.RUNNING.value
         raise ExportConflict(f"export {export_id} is {record['status']} and cannot be cancelled")
+
+    def cancel_and_settle(self, export_id: str, project_id: str | None, timeout: float) -> dict[str, Any]:
+        """Cancel the export and wait up to `timeout` seconds until it is final (a RUNNING export's run
+        has to stop first); returns the export as it is then."""
+        self.cancel(export_id, project_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.get(export_id, project_id)
+            if record["status"] == ExportStatus.RUNNING and self.instance is not None:
+                settle_export(self.store, self.instance, record)
+                record = self.get(export_id, project_id)
+            if record["status"] in FINAL_STATUSES or time.monotonic() >= deadline:
+                return record
+            time.sleep(WAIT_POLL_SECONDS)
 
     def _cancel_runs(self, export_id: str) -> int:
         """Ask Dagster to cancel the unfinished runs of an export; returns how many."""
@@ -136,11 +177,14 @@ class ExportService:
         statuses: list[str] | None = None,
         limit: int = 50,
         created_before: datetime | None = None,
+        created_after: datetime | None = None,
+        search: str | None = None,
     ) -> list[dict[str, Any]]:
         """A project's exports, newest first (defined last: the name shadows the builtin in the
-        class body). Page size clamped to [1, 200]; page size clamped to [1, 200]; pass the last row's created_at as
-        `created_before` for the next page."""
+        class body). Page size clamped to [1, 200]; pass the last row's created_at as
+        `created_before` for the next page; `search` matches id, source or name."""
         unknown = sorted(set(statuses or []) - {s.value for s in ExportStatus})
         if unknown:
             raise ValueError(f"unknown status(es) {', '.join(unknown)}")
-        return self.store.list_exports(project_id, statuses, min(max(limit, 1), MAX_PAGE_SIZE), created_before)
+        limit = min(max(limit, 1), MAX_PAGE_SIZE)
+        return self.store.list_exports(project_id, statuses, limit, created_before, created_after, search)

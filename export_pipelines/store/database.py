@@ -1,5 +1,6 @@
 """One SQLAlchemy engine per database URL, and the additive migration of the service's tables."""
 
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
@@ -58,3 +59,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ones; every stored time is UTC)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

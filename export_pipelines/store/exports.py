@@ -3,7 +3,7 @@ resource that opens the table's database."""
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -11,23 +11,22 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from export_pipelines.settings import env
-from export_pipelines.store.database import engine_for
-from export_pipelines.store.tables import REQUESTED_BY_COLUMNS, ExportStatus, export_requests
+from export_pipelines.store.database import as_utc, engine_for
+from export_pipelines.store.tables import REQUESTED_BY_COLUMNS, ExportStatus, export_requests, idempotency_keys
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 class ExportConflict(ValueError):
     """The export exists in a state that does not allow what was asked."""
 
 
+class IdempotencyConflict(ExportConflict):
+    """An Idempotency-Key reused within its window for a different request (HTTP 422)."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 class ExportStore:
@@ -42,10 +41,47 @@ class ExportStore:
         project_id: str,
         request: Mapping[str, Any],
         requested_by: Mapping[str, str | None] | None = None,
-    ) -> None:
-        """A new PENDING export, as a producer inserts it."""
+        described: Mapping[str, str] | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> str:
+        """A new PENDING export, as a producer inserts it; returns its id.
+
+        `described`: the source, format, compression and name already resolved by a door.
+        `idempotency`: (key, body hash) of a create that may be retried: within IDEMPOTENCY_WINDOW
+        the same key and hash answer the export the first create made, and insert nothing; the
+        same key with another hash is an IdempotencyConflict.
+        """
+        row = {**_new_row(export_id, project_id, request, requested_by), **(described or {})}
+        if idempotency is None:
+            with self.engine.begin() as connection:
+                connection.execute(export_requests.insert().values(row))
+            return export_id
+        for _ in range(3):  # a concurrent create with the same key may win the race: read its answer
+            try:
+                return self._insert_once(row, project_id, *idempotency)
+            except sa.exc.IntegrityError:
+                continue
+        raise ExportConflict(f"Idempotency-Key {idempotency[0]!r} is being used by concurrent requests; retry")
+
+    def _insert_once(self, row: dict[str, Any], project_id: str, key: str, body_sha256: str) -> str:
         with self.engine.begin() as connection:
-            connection.execute(export_requests.insert().values(_new_row(export_id, project_id, request, requested_by)))
+            this_key = (idempotency_keys.c.project_id == project_id) & (idempotency_keys.c.key == key)
+            earlier = connection.execute(sa.select(idempotency_keys).where(this_key)).mappings().first()
+            if earlier is not None and as_utc(earlier["created_at"]) > _now() - IDEMPOTENCY_WINDOW:
+                if earlier["body_sha256"] != body_sha256:
+                    raise IdempotencyConflict(
+                        f"Idempotency-Key {key!r} was used within 24 hours for a different request"
+                    )
+                return earlier["export_id"]
+            if earlier is not None:
+                connection.execute(idempotency_keys.delete().where(this_key))
+            connection.execute(export_requests.insert().values(row))
+            connection.execute(
+                idempotency_keys.insert().values(
+                    project_id=project_id, key=key, body_sha256=body_sha256, export_id=row["id"], created_at=_now()
+                )
+            )
+        return row["id"]
 
     def get(self, export_id: str) -> dict[str, Any] | None:
         return self._first(export_requests.c.id == export_id)
@@ -103,9 +139,9 @@ class ExportStore:
                 )
             )
 
-    def describe(self, export_id: str, source: str, format: str, compression: str) -> None:
-        """Record the resolved source, format and compression."""
-        self._update(export_id, source=source, format=format, compression=compression)
+    def describe(self, export_id: str, described: Mapping[str, str]) -> None:
+        """Record the resolved `source`, `format`, `compression` and `name`."""
+        self._update(export_id, **described)
 
     def succeed(self, export_id: str, row_count: int, byte_count: int, duration_ms: int, files: list[dict]) -> None:
         self._update(
@@ -194,14 +230,33 @@ class ExportStore:
         return attempt
 
     def list_exports(
-        self, project_id: str, statuses: list[str] | None, limit: int, created_before: datetime | None
+        self,
+        project_id: str,
+        statuses: list[str] | None,
+        limit: int,
+        created_before: datetime | None,
+        created_after: datetime | None = None,
+        search: str | None = None,
     ) -> list[dict[str, Any]]:
-        """A project's exports, newest first, `limit` of them, created before the keyset cursor."""
+        """A project's exports, newest first, `limit` of them, created before the keyset cursor (and
+        after `created_after`); `search` matches id, source or name, case-insensitively."""
         query = sa.select(export_requests).where(export_requests.c.project_id == project_id)
         if statuses:
             query = query.where(export_requests.c.status.in_(statuses))
         if created_before is not None:
             query = query.where(export_requests.c.created_at < created_before)
+        if created_after is not None:
+            query = query.where(export_requests.c.created_at > created_after)
+        if search:
+            needle = search.lower()
+            query = query.where(
+                sa.or_(
+                    *(
+                        sa.func.lower(export_requests.c[column]).contains(needle, autoescape=True)
+                        for column in ("id", "source", "name")
+                    )
+                )
+            )
         query = query.order_by(export_requests.c.created_at.desc(), export_requests.c.id.desc()).limit(limit)
         with self.engine.connect() as connection:
             return [_decode(row) for row in connection.execute(query).mappings()]
@@ -222,6 +277,9 @@ def _new_row(
         "id": export_id,
         "project_id": project_id,
         "request": json.dumps(request),
+        # Set here rather than by the database: microseconds on SQLite too, so that creates
+        # made in the same millisecond keep a strict order for keyset paging.
+        "created_at": _now(),
         **{k: v for k, v in (requested_by or {}).items() if k in REQUESTED_BY_COLUMNS},
     }
 
@@ -234,7 +292,7 @@ def run_key(record: Mapping[str, Any]) -> str:
 def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
     record = dict(row)
     for key in ("created_at", "started_at", "finished_at"):
-        record[key] = _as_utc(record[key])
+        record[key] = as_utc(record[key])
     record["files"] = json.loads(record["files"]) if record["files"] else []
     return record
 

@@ -1,5 +1,5 @@
 """The service's tables, on SQLite (embedded default) and PostgreSQL alike (SQLAlchemy Core):
-`export_requests` (SPEC, "Status and figures")."""
+`export_requests` (SPEC, "Status and figures"), `api_keys` and `idempotency_keys` (REST API)."""
 
 from enum import StrEnum
 
@@ -29,7 +29,9 @@ class utcnow(FunctionElement):  # noqa: N801 - SQLAlchemy's naming for SQL funct
 
 @compiles(utcnow, "sqlite")
 def _utcnow_sqlite(element, compiler, **kw) -> str:
-    return "(strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+    # Microseconds spelled as SQLAlchemy stores bound datetimes, so that stored and bound
+    # times compare as equal text (keyset paging compares them as strings on SQLite).
+    return "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
 
 
 @compiles(utcnow)
@@ -64,8 +66,36 @@ export_requests = sa.Table(
     sa.Column("client_source", sa.String(64)),
     # Beyond the SPEC: how many times the export was retried (each attempt is its own run key).
     sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    # Beyond the SPEC: the artifacts' base name, which the REST API's search matches.
+    sa.Column("name", sa.Text),
     sa.Index("ix_export_requests_status_created", "status", "created_at"),
     sa.Index("ix_export_requests_project_created", "project_id", "created_at"),
 )
 
 REQUESTED_BY_COLUMNS = ("user_id", "user_name", "api_key_prefix", "client_source")
+
+
+# API keys: `<prefix>.<secret>`; only the secret's SHA-256 is kept. A key without a project is a
+# partner key (every project).
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("prefix", sa.String(16), primary_key=True),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("project_id", sa.String(128)),
+    sa.Column("user_id", sa.String(256), nullable=False),
+    sa.Column("user_name", sa.String(256)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=utcnow()),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+# Idempotency-Key of the REST API's creates: per project, the body's hash and the export it made.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("project_id", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("export_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
