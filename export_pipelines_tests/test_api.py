@@ -375,3 +375,34 @@ def test_timestamps_are_utc_with_z(alice: Client, project: str) -> None:
     export = alice.get(project, alice.create_table(project, "payment.invoices").json()["id"]).json()
     assert export["createdAt"].endswith("Z")
     assert datetime.fromisoformat(export["createdAt"]).utcoffset().total_seconds() == 0
+
+
+def test_dry_run_previews_what_the_export_then_writes(
+    api_server: ApiServer, alice: Client, project: str, instance, tmp_path: Path
+) -> None:
+    body = {
+        "format": "JSONL",
+        "columns": ["id", "amount", "metadata", "tags"],
+        "filters": {"AND": [{"field": "amount", "operator": "gte", "value": 5000}]},
+        "expandArray": "tags",
+        "orderBy": ["-amount"],
+        "limit": 250,
+    }
+    path = "/api/v1/data/projects/{}/catalogs/warehouse/schemas/payment/tables/charges/exports?dryRun=true"
+    answer = alice.request("POST", path.format(project), json=body)
+    assert answer.status_code == 200, answer.text
+    preview = answer.json()
+    assert set(preview) == {"rowCount", "columns", "sample"} and len(preview["sample"]) == 10
+    assert alice.list(project).json() == []  # nothing queued
+    export_id = alice.create_table(project, "payment.charges", body).json()["id"]
+    run_queued(api_server, instance)
+    export = alice.get(project, export_id).json()
+    assert export["rowCount"] == preview["rowCount"] == 250
+    target = tmp_path / "export.jsonl"
+    target.write_bytes(download(export["files"][0]["url"]))
+    with duckdb.connect() as reader:
+        columns = reader.sql(f"SELECT * FROM read_json('{target}', format='newline_delimited')").columns
+    assert [c["name"] for c in preview["columns"]] == columns == ["id", "amount", "metadata", "tags"]
+    assert [json.loads(line) for line in target.read_text().splitlines()[:10]] == preview["sample"]
+    refused = alice.request("POST", path.format(project), json={"columns": ["nope"]})
+    assert refused.status_code == 400 and "unknown column nope" in _error(refused)

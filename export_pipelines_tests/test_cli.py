@@ -1,5 +1,5 @@
 """The export commands of `export-pipelines`, run in process against the real S3 server and a
-request table of their own: show, cancel, retry, delete, and the one-line errors. Submitting
+request table of their own: show, cancel, retry, delete, the dry run, and the one-line errors. Submitting
 with --wait and downloading through a live deployment is in test_live_deployment.py."""
 
 import pytest
@@ -37,11 +37,24 @@ def test_show_cancel_retry_delete(export_env: ExportEnvironment, monkeypatch, ca
         (["submit", "{oops"], "request is not valid JSON"),
         (["download", "missing", "--project", "default"], "no export missing"),
         (["list", "--status", "DONE"], "unknown status(es) DONE"),
+        (["submit", '{"source": {"table": "payment.charges"}}', "--dry-run"], "exceeded the 1,000 row export limit"),
     ],
 )
 def test_errors_are_one_line(export_env: ExportEnvironment, monkeypatch, capsys, argv, message) -> None:
     monkeypatch.chdir(export_env.tmp_path)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("EXPORTS_MAX_ROWS", "1000")
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert message in out and "Traceback" not in out
+
+
+def test_submit_dry_run_previews_and_queues_nothing(export_env: ExportEnvironment, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(export_env.tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    request = '{"source": {"table": "payment.invoices"}, "columns": ["id", "total"], "order_by": ["id"], "limit": 25}'
+    assert main(["submit", request, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "the export would write 25 rows (nothing was queued)" in out
+    assert "DECIMAL(18,4)" in out and "inv_000000" in out and "inv_000009" in out and "inv_000010" not in out
+    assert export_env.store.list_exports("default", None, 10, None) == []

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from export_pipelines.api.auth import is_owner, project_caller, require_owner, service
 from export_pipelines.api.schemas import (
+    ColumnView,
     CreatedView,
     CreateExportBody,
     DownloadView,
@@ -21,6 +22,7 @@ from export_pipelines.api.schemas import (
     ExportView,
     FileView,
     MessageView,
+    PreviewView,
 )
 from export_pipelines.engine.request import UnknownSource
 from export_pipelines.service.exports import ExportService
@@ -136,6 +138,7 @@ class CreateOptions:
 
     body: CreateExportBody | None
     wait: float | None
+    dry_run: bool
     idempotency_key: str | None
     client_source: str | None
 
@@ -150,6 +153,13 @@ def create_options(
             "202 with the pending one otherwise.",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        Query(
+            alias="dryRun",
+            description="Answer 200 with a preview (row count, columns with types, first 10 rows) and queue nothing.",
+        ),
+    ] = False,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -161,7 +171,7 @@ def create_options(
     trino_source: Annotated[str | None, Header(alias="X-Trino-Source", description="Recorded as clientSource.")] = None,
     user_agent: Annotated[str | None, Header(alias="User-Agent", include_in_schema=False)] = None,
 ) -> CreateOptions:
-    return CreateOptions(body, wait, idempotency_key, trino_source or user_agent)
+    return CreateOptions(body, wait, dry_run, idempotency_key, trino_source or user_agent)
 
 
 async def _create(
@@ -171,8 +181,13 @@ async def _create(
     project_id: str,
     source: dict[str, str],
     options: CreateOptions,
-) -> ExportView | CreatedView:
+) -> ExportView | CreatedView | PreviewView:
     export_request = {**(options.body.as_request() if options.body else {}), "project_id": project_id, "source": source}
+    if options.dry_run:
+        preview = await run_in_threadpool(service.preview, export_request)
+        response.status_code = 200
+        columns = [ColumnView(**column) for column in preview.columns]
+        return PreviewView(row_count=preview.row_count, columns=columns, sample=preview.sample)
     requested_by = {
         "user_id": key.user_id,
         "user_name": key.user_name,
@@ -193,10 +208,13 @@ async def _create(
 Options = Annotated[CreateOptions, Depends(create_options)]
 CREATE_ROUTE: dict[str, Any] = {
     "status_code": 202,
-    "response_model": CreatedView | ExportView,
+    "response_model": CreatedView | ExportView | PreviewView,
     "responses": {
         **ERRORS,
-        200: {"model": ExportView, "description": "With `wait`: the export finished within the wait."},
+        200: {
+            "model": ExportView | PreviewView,
+            "description": "With `wait`: the export, finished within the wait; with `dryRun`: the preview.",
+        },
         202: {"model": CreatedView, "description": "Queued; poll the `Location`."},
         413: {"model": ErrorView, "description": "Body over 1 MiB."},
         415: {"model": ErrorView, "description": "Body not sent as JSON."},
@@ -215,7 +233,7 @@ async def create_query_export(
     project_id: ProjectId,
     query_id: Annotated[str, Path(alias="queryId", description="The saved query.", examples=["charges_view"])],
     options: Options,
-) -> ExportView | CreatedView:
+) -> ExportView | CreatedView | PreviewView:
     """Queue an export of a saved query (a view in the warehouse schema `queries`)."""
     return await _create(response, service, key, project_id, {"query": query_id}, options)
 
@@ -232,7 +250,7 @@ async def create_table_export(
     schema_name: Annotated[str, Path(alias="schemaName", description="Schema of the table.", examples=["payment"])],
     table_name: Annotated[str, Path(alias="tableName", description="The table.", examples=["charges"])],
     options: Options,
-) -> ExportView | CreatedView:
+) -> ExportView | CreatedView | PreviewView:
     """Queue an export of a table of the catalog `warehouse`."""
     if catalog_id != WAREHOUSE_CATALOG:
         raise UnknownSource(f"unknown catalog {catalog_id!r}; available: {WAREHOUSE_CATALOG}")

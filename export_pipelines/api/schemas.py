@@ -134,6 +134,19 @@ class CreatedView(CamelView):
     status: str = Field(description="PENDING until the export runs.", examples=["PENDING"])
 
 
+class ColumnView(CamelView):
+    name: str = Field(description="Column name in the files.", examples=["amount"])
+    type: str = Field(description="Its warehouse type.", examples=["DECIMAL(12,2)"])
+
+
+class PreviewView(CamelView):
+    """What the export would write (`?dryRun=true`); nothing is queued."""
+
+    row_count: int = Field(description="Rows the export would write, after filters, expansion and the limit.")
+    columns: list[ColumnView] = Field(description="The output columns, in order, with their types.")
+    sample: list[dict[str, Any]] = Field(description="The first 10 rows, as the JSONL format writes them.")
+
+
 class DownloadView(CamelView):
     """Download links of a SUCCEEDED export."""
 

@@ -35,6 +35,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     submit.add_argument("--wait", action="store_true", help="show the status until the export finishes")
     submit.add_argument("--download", type=Path, default=None, help="once SUCCEEDED, download into this folder")
     submit.add_argument("--timeout", type=float, default=600, help="seconds to wait at most (default 600)")
+    submit.add_argument(
+        "--dry-run", action="store_true", help="show the row count, columns and first rows; queue nothing"
+    )
 
     listing = subcommands.add_parser("list", help="exports of a project, newest first")
     listing.add_argument("--project", default="default")
@@ -75,12 +78,13 @@ def _guarded(handler: Callable[[Any, argparse.Namespace], int]) -> Callable[[arg
 
     def run(args: argparse.Namespace) -> int:
         from export_pipelines.engine.request import InvalidRequest
+        from export_pipelines.engine.warehouse import WarehouseUnavailable
         from export_pipelines.service.exports import ExportNotFound
         from export_pipelines.store.exports import ExportConflict
 
         try:
             return handler(_service(), args)
-        except (InvalidRequest, ExportNotFound, ExportConflict, ValueError) as error:
+        except (InvalidRequest, ExportNotFound, ExportConflict, WarehouseUnavailable, ValueError) as error:
             console.print(f"[red]error:[/red] {error}")
             return 1
 
@@ -90,6 +94,9 @@ def _guarded(handler: Callable[[Any, argparse.Namespace], int]) -> Callable[[arg
 @_guarded
 def _submit(service, args: argparse.Namespace) -> int:
     raw = Path(args.request[1:]).read_text() if args.request.startswith("@") else args.request
+    if args.dry_run:
+        _print_preview(service.preview(raw))
+        return 0
     export_id = service.submit(raw, {"user_id": args.user, "client_source": "cli"})
     console.print(f"submitted export [bold]{export_id}[/bold]")
     if not (args.wait or args.download):
@@ -101,6 +108,22 @@ def _submit(service, args: argparse.Namespace) -> int:
     if args.download:
         _fetch(service, record, args.download)
     return 0
+
+
+def _print_preview(preview) -> None:
+    console.print(f"dry run: the export would write [bold]{preview.row_count:,}[/bold] rows (nothing was queued)")
+    columns = Table("column", "type")
+    for column in preview.columns:
+        columns.add_row(column["name"], column["type"])
+    console.print(columns)
+    sample = Table(*(column["name"] for column in preview.columns), title=f"first {len(preview.sample)} rows")
+    for row in preview.sample:
+        sample.add_row(*(_sample_cell(row.get(column["name"])) for column in preview.columns))
+    console.print(sample)
+
+
+def _sample_cell(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 def _wait(service, export_id: str, timeout: float) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Rows flow between the steps as lazy DuckDB relations; nothing is materialized un
 streams the rows into files that are uploaded while they are written.
 """
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -124,6 +125,29 @@ def validate(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPy
     rows = select(shape(plan(request, export_id, connection, "")))
     _column_rules(rows)
     return rows.export
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What an export would write, without writing it."""
+
+    row_count: int
+    columns: list[dict[str, str]]
+    sample: list[dict[str, Any]]
+
+
+def preview(
+    request: ExportRequest, connection: duckdb.DuckDBPyConnection, max_rows: int, sample_rows: int = 10
+) -> Preview:
+    """The row count, output columns and first rows of the export `request` asks for, with the same
+    checks, filters, expansion, column rules and limit as the export; reads, writes nothing."""
+    rows = apply_rules(select(shape(plan(request, "preview", connection, ""))), max_rows, lambda _message: None)
+    assert rows.row_count is not None
+    relation = rows.relation
+    columns = [{"name": n, "type": str(t)} for n, t in zip(relation.columns, relation.types, strict=True)]
+    # As the JSONL artifact writes them: ISO-8601 times, exact decimals, nested values as JSON.
+    lines = relation.limit(sample_rows).pl().write_ndjson().splitlines()
+    return Preview(rows.row_count, columns, [json.loads(line) for line in lines])
 
 
 def shape(rows: ExportRows) -> ExportRows:

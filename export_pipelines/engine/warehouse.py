@@ -87,7 +87,10 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A hardened read-only connection, closed on exit."""
-        connection = open_hardened(self.resolved_path, self.open_timeout_seconds)
+        try:
+            connection = open_hardened(self.resolved_path, self.open_timeout_seconds)
+        except OSError as error:  # missing, or locked for too long (TimeoutError)
+            raise WarehouseUnavailable(str(error)) from error
         try:
             yield connection
         finally:
@@ -128,7 +131,7 @@ def open_hardened(path: Path, timeout_seconds: float) -> duckdb.DuckDBPyConnecti
             delay = min(delay * 2, 1.0)
 
 
-class WarehouseUnavailable(RuntimeError):
+class WarehouseUnavailable(OSError):
     """The warehouse file is missing or stayed locked by a writer: try again later (HTTP 503)."""
 
 
@@ -162,7 +165,7 @@ class CatalogCopy:
                     if self._connection is not None:
                         self._connection.close()
                     self._connection, self._version = copy, version
-            except (OSError, TimeoutError) as error:
+            except OSError as error:  # missing, or locked for too long (TimeoutError)
                 raise WarehouseUnavailable(str(error)) from error
             cursor = self._connection.cursor()
         cursor.execute(f"USE {self._catalog}")  # a cursor starts on the default in-memory catalog

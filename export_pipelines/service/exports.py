@@ -17,7 +17,7 @@ import dagster as dg
 
 from export_pipelines.engine.artifacts import ExportS3Resource, delete_export_objects, presigned_links
 from export_pipelines.engine.policy import ExportPolicy
-from export_pipelines.engine.steps import validate
+from export_pipelines.engine.steps import Preview, preview, validate
 from export_pipelines.engine.warehouse import WarehouseResource
 from export_pipelines.orchestration.request_check import parse_request
 from export_pipelines.orchestration.run_outcome import settle_export
@@ -86,6 +86,15 @@ class ExportService:
             body = json.dumps({k: v for k, v in run_config.items() if k != "requested_by"}, sort_keys=True)
             idempotency = (idempotency_key, hashlib.sha256(body.encode()).hexdigest())
         return self.store.insert(export_id, parsed.project_id, record, who, described, idempotency)
+
+    def preview(self, request: str | Mapping[str, Any]) -> Preview:
+        """What `request` would export (row count, columns, first rows), checked like a submit;
+        queues nothing."""
+        _run_config, parsed = parse_request(request)
+        if self.warehouse is None:
+            raise RuntimeError("a preview reads the warehouse: this service has none")
+        with self.warehouse.connect() as connection:
+            return preview(parsed, connection, self.policy.resolved_max_rows)
 
     def get(self, export_id: str, project_id: str | None = None) -> dict[str, Any]:
         record = self.store.get(export_id)
