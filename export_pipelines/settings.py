@@ -19,6 +19,7 @@ EMBEDDED_DEFAULTS: dict[str, str] = {
     "EXPORTS_MAX_ROWS": "1000000",
     "EXPORTS_RETENTION": "P7D",
     "EXPORTS_URL_TTL": "3600",
+    "EXPORTS_BROKER_URL": "filesystem://.data/broker",
 }
 
 

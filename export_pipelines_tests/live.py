@@ -1,14 +1,16 @@
 """A live deployment for end-to-end tests: `export-pipelines dev` (the local S3 server, the Dagster
 webserver and a real dagster-daemon on a temporary DAGSTER_HOME), started like a user starts it,
-and what the tests do with it: insert rows, wait on statuses, sign links, find run workers."""
+and what the tests do with it: insert rows, wait on statuses, sign links, find a run's process."""
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import duckdb
 import psutil
 
@@ -63,16 +65,16 @@ class Deployment:
         """The deployment's environment variables in this process, for the duration."""
         return environment(self.environment)
 
-    def run_workers(self) -> list[psutil.Process]:
-        """Run worker processes: the code server's children executing a run."""
-        workers = []
-        for process in psutil.Process(self.pid).children(recursive=True):
-            try:
-                if "multiprocessing" in " ".join(process.cmdline()):
-                    workers.append(process)
-            except psutil.NoSuchProcess:
-                continue
-        return workers
+    def run_worker(self, export_id: str) -> psutil.Process | None:
+        """The process executing the export's run: the pool process of a run worker whose pid the
+        run reported ("Started process for run (pid: N)")."""
+        run_id = self.store.get(export_id)["run_id"]
+        if run_id is None:
+            return None
+        with self.settings(), dg.DagsterInstance.get() as instance:
+            messages = [entry.message for entry in instance.all_logs(run_id)]
+        pids = [int(found) for message in messages for found in re.findall(r"process for run \(pid: (\d+)\)", message)]
+        return psutil.Process(pids[0]) if pids else None
 
 
 @contextlib.contextmanager

@@ -70,9 +70,8 @@ def test_killed_run_worker_ends_failed(deployment: Deployment) -> None:
         {"source": {"table": "payment.large_charges"}, "format": "CSV", "compression": "GZIP"}
     )
     deployment.wait_status(export_id, {"RUNNING"})
-    workers = wait_for(deployment.run_workers, "the run worker process")
-    for worker in workers:
-        worker.send_signal(signal.SIGKILL)
+    worker = wait_for(lambda: deployment.run_worker(export_id), "the process executing the run")
+    worker.send_signal(signal.SIGKILL)
     record = deployment.wait_status(export_id, {"FAILED", "SUCCEEDED"}, timeout=240)
     assert record["status"] == "FAILED"
     assert record["error"]
@@ -83,14 +82,8 @@ def test_cancelled_running_export_ends_cancelled_without_artifacts(deployment: D
         {"source": {"table": "payment.large_charges"}, "format": "CSV", "compression": "GZIP"}
     )
     deployment.wait_status(export_id, {"RUNNING"})
-    os.environ["DAGSTER_HOME"] = deployment.environment["DAGSTER_HOME"]
-    try:
-        with dg.DagsterInstance.get() as instance:
-            service = ExportService.from_environment(instance)
-            service.store = deployment.store
-            assert service.cancel(export_id) == "RUNNING"
-    finally:
-        os.environ.pop("DAGSTER_HOME")
+    with deployment.settings(), dg.DagsterInstance.get() as instance:
+        assert ExportService.from_environment(instance).cancel(export_id) == "RUNNING"
     record = deployment.wait_status(export_id, {"CANCELLED", "FAILED", "SUCCEEDED"}, timeout=240)
     assert record["status"] == ExportStatus.CANCELLED
     s3 = deployment.s3_client()

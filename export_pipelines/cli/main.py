@@ -2,6 +2,7 @@
 retry, delete), the REST API (api, keys) and operations (dev deployment, demo warehouse, migrations)."""
 
 import argparse
+import os
 from pathlib import Path
 
 from export_pipelines.cli import commands, keys
@@ -23,6 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--path", type=Path, default=None, help="default: $EXPORTS_WAREHOUSE")
     build.add_argument("--rows", type=int, default=None, help="rows of payment.charges (default 100,000)")
 
+    worker = subcommands.add_parser("worker", help="a run worker: executes runs from $EXPORTS_BROKER_URL, warm")
+    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, help="runs at once (default: cores)")
+    worker.add_argument(
+        "--max-tasks-per-child", type=int, default=50, help="runs per pool process before it is replaced (default 50)"
+    )
+    worker.add_argument("--hostname", default=None, help="the worker's name (default celery@<host>)")
+
     subcommands.add_parser("migrate", help="create or migrate the export_requests table at $EXPORTS_DATABASE_URL")
     commands.register(subcommands)
     keys.register(subcommands)
@@ -35,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         from export_pipelines.deploy.dev import run_dev
 
         return run_dev(args.port, args.api_port, args.data_dir.resolve())
+    if args.command == "worker":
+        from export_pipelines.orchestration.workers import run_worker
+        from export_pipelines.settings import use_dev_environment
+
+        use_dev_environment()
+        run_worker(args.concurrency, args.max_tasks_per_child, args.hostname)
+        return 0
     if args.command == "build-warehouse":
         from export_pipelines.deploy.demo_warehouse import DEMO_CHARGES_ROWS, build_demo_warehouse
 

@@ -1,5 +1,5 @@
-"""The dev deployment: the local S3 server, the demo warehouse, `dagster dev` (webserver and daemon)
-and the REST API on embedded defaults, all stopped by Ctrl-C."""
+"""The dev deployment: the local S3 server, the demo warehouse, `dagster dev` (webserver and daemon),
+the REST API and a warm run worker on embedded defaults, all stopped by Ctrl-C."""
 
 import contextlib
 import json
@@ -18,8 +18,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_dev(port: int, api_port: int, data_dir: Path) -> int:
-    """Start the local S3 server, `dagster dev` (webserver + daemon) and the REST API; Ctrl-C or
-    SIGTERM stops them all."""
+    """Start the local S3 server, `dagster dev` (webserver + daemon), the REST API and a run worker
+    (broker on local disk); Ctrl-C or SIGTERM stops them all."""
     from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
     from export_pipelines.deploy.local_s3 import run_local_s3
 
@@ -42,6 +42,9 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
             "DAGSTER_HOME": str(dagster_home),
             "EXPORTS_WAREHOUSE": str(warehouse),
             "EXPORTS_DATABASE_URL": os.environ.get("EXPORTS_DATABASE_URL") or f"sqlite:///{data_dir / 'exports.db'}",
+            "EXPORTS_BROKER_URL": os.environ.get("EXPORTS_BROKER_URL") or f"filesystem://{data_dir / 'broker'}",
+            # The venv's own commands (celery, dagster) for the processes started here.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         # The export-pipelines commands of another shell find the running deployment here.
         exported = {k: v for k, v in environment.items() if k.startswith(("EXPORTS_", "AWS_")) or k == "DAGSTER_HOME"}
@@ -56,8 +59,16 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
             "-h", "127.0.0.1", "-p", str(port),
         ]  # fmt: skip
         dagster = subprocess.Popen(command, env=environment, cwd=PROJECT_ROOT, start_new_session=True)
-        api = subprocess.Popen(
-            [sys.executable, "-m", "export_pipelines.cli", "api", "--host", "127.0.0.1", "--port", str(api_port)],
+        module = [sys.executable, "-m", "export_pipelines.cli"]
+        started = {"Dagster": dagster}
+        started["REST API"] = subprocess.Popen(
+            [*module, "api", "--host", "127.0.0.1", "--port", str(api_port)],
+            env=environment,
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
+        started["run worker"] = subprocess.Popen(
+            [*module, "worker", "--hostname", f"dev-{os.getpid()}@%h"],
             env=environment,
             cwd=PROJECT_ROOT,
             start_new_session=True,
@@ -66,21 +77,24 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
             f"\nexport_pipelines is starting:\n"
             f"  Dagster UI   http://127.0.0.1:{port}  (Launchpad: Jobs > export_job)\n"
             f"  REST API     http://127.0.0.1:{api_port}  (docs: /docs; a key: export-pipelines keys create)\n"
+            f"  run worker   broker {environment['EXPORTS_BROKER_URL']}\n"
             f"  S3 endpoint  {s3.endpoint_url}  bucket {bucket!r}  (keys in {data_dir / 's3' / 'keys.json'})\n"
             f"  warehouse    {warehouse}\n"
             f"Press Ctrl-C to stop everything.\n",
             flush=True,
         )
         try:
-            while dagster.poll() is None and api.poll() is None:
+            while all(process.poll() is None for process in started.values()):
                 time.sleep(0.5)
-            return dagster.returncode or api.returncode or 0
+            ended = next(name for name, process in started.items() if process.poll() is not None)
+            print(f"{ended} exited; stopping everything", flush=True)
+            return started[ended].returncode or 1
         except KeyboardInterrupt:
             print("stopping ...", flush=True)
             return 0
         finally:
-            _stop_group(api)
-            _stop_group(dagster)
+            for process in reversed(started.values()):
+                _stop_group(process)
 
 
 def _stop_group(process: subprocess.Popen) -> None:

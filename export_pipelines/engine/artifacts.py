@@ -10,7 +10,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -105,6 +105,10 @@ class IntegrityError(RuntimeError):
     """The bytes in S3 are not the bytes that were written."""
 
 
+class WritingStopped(RuntimeError):
+    """Whoever runs the export asked it to stop (a cancelled run) while its files were written."""
+
+
 @dataclass(frozen=True)
 class UploadedArtifact:
     """An object written to S3, with the hashes taken from the bytes as they were written."""
@@ -132,9 +136,18 @@ class S3UploadWriter(io.RawIOBase):
     from only copies bytes. An object smaller than one part is put whole when the file closes.
     """
 
-    def __init__(self, client: Any, bucket: str, key: str, pool: ThreadPoolExecutor, in_flight: threading.Semaphore):
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        pool: ThreadPoolExecutor,
+        in_flight: threading.Semaphore,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
         super().__init__()
         self.client, self.bucket, self.key = client, bucket, key
+        self._should_stop = should_stop
         self._pool, self._in_flight = pool, in_flight
         self._buffer = bytearray()
         self._sha256 = hashlib.sha256()
@@ -160,6 +173,8 @@ class S3UploadWriter(io.RawIOBase):
         return len(view)
 
     def _send_part(self, part: bytes) -> None:
+        if self._should_stop():  # asked once per part: a cancelled export stops within one part
+            raise WritingStopped(f"writing s3://{self.bucket}/{self.key} was stopped")
         if self._upload_id is None:
             self._upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256"

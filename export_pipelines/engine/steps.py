@@ -222,19 +222,22 @@ def apply_rules(rows: ExportRows, max_rows: int, warn: Callable[[str], None]) ->
     return ExportRows(rows.export, main, row_count, rules, limit, rows.vector_key, vectors)
 
 
-def serialize_to_s3(rows: ExportRows, client: Any, bucket: str) -> WrittenExport:
+def serialize_to_s3(
+    rows: ExportRows, client: Any, bucket: str, should_stop: Callable[[], bool] = lambda: False
+) -> WrittenExport:
     """Stream the rows through Polars into the format, each file uploaded while it is written;
-    then the vectors artifact, when asked for."""
+    then the vectors artifact, when asked for. `should_stop` is asked once per uploaded part
+    (8 MiB): when it answers true, writing stops with WritingStopped and nothing is left in S3."""
     export = rows.export
     assert rows.row_count is not None
     max_rows_per_file = export.request.max_rows_per_file
     extension = file_extension(export.format, export.compression)
     names = part_file_names(export.base_name, extension, rows.row_count, max_rows_per_file)
-    artifacts = _stream(rows.relation, names, rows.row_count, max_rows_per_file, export, client, bucket)
+    artifacts = _stream(rows.relation, names, rows.row_count, max_rows_per_file, export, client, bucket, should_stop)
     if rows.vectors is not None:
         vector_names = [f"{export.base_name}_vectors.{extension}"]
         try:
-            artifacts += _stream(rows.vectors, vector_names, rows.row_count, None, export, client, bucket)
+            artifacts += _stream(rows.vectors, vector_names, rows.row_count, None, export, client, bucket, should_stop)
         except BaseException:
             delete_keys(client, bucket, [artifact.key for artifact in artifacts])
             raise
@@ -251,6 +254,7 @@ def _stream(
     export: ResolvedExport,
     client: Any,
     bucket: str,
+    should_stop: Callable[[], bool],
 ) -> list[UploadedArtifact]:
     """Write `relation` into the objects `names` (parts of `max_rows_per_file` rows)."""
     csv_options = export.request.csv_options or CsvOptions()
@@ -261,7 +265,9 @@ def _stream(
         frame = prepare_csv_frame(frame, csv_options)
     in_flight = threading.Semaphore(PARTS_IN_FLIGHT)
     with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="s3-upload") as pool:
-        writers = [S3UploadWriter(client, bucket, export.key_prefix + name, pool, in_flight) for name in names]
+        writers = [
+            S3UploadWriter(client, bucket, export.key_prefix + name, pool, in_flight, should_stop) for name in names
+        ]
         try:
             write_parts(frame, writers, export.format, export.compression, csv_options, max_rows_per_file)
             for writer in writers:

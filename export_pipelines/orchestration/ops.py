@@ -4,7 +4,8 @@ Each op runs one function of `steps`; lazy relations pass between them in memory
 runs in one process with the in-memory IO manager.
 """
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import dagster as dg
@@ -40,6 +41,25 @@ def client_source_of(run_tags: Mapping[str, str]) -> str:
     if run_tags.get("dagster/from_ui") == "true":
         return "ui"
     return run_tags.get("client_source") or "graphql"
+
+
+CANCEL_CHECK_SECONDS = 1.0
+
+
+def cancel_requested(context: dg.OpExecutionContext) -> Callable[[], bool]:
+    """Whether the run was asked to stop (CANCELING), looked up at most once a second: a long
+    write asks it every part, from the writer's threads."""
+    checked_at, canceling = 0.0, False
+
+    def ask() -> bool:
+        nonlocal checked_at, canceling
+        if not canceling and time.monotonic() - checked_at >= CANCEL_CHECK_SECONDS:
+            checked_at = time.monotonic()
+            run = context.instance.get_run_by_id(context.run_id)
+            canceling = run is not None and run.status == dg.DagsterRunStatus.CANCELING
+        return canceling
+
+    return ask
 
 
 @dg.op(description="Mark the export RUNNING and check the request against the warehouse catalog.")
@@ -124,7 +144,7 @@ def apply_row_rules(context: dg.OpExecutionContext, rows: ExportRows, policy: Ex
        "(multipart) while it is written.")  # fmt: skip
 def serialize(context: dg.OpExecutionContext, rows: ExportRows, s3: ExportS3Resource) -> WrittenExport:
     with user_errors():
-        written = steps.serialize_to_s3(rows, s3.get_client(), s3.resolved_bucket)
+        written = steps.serialize_to_s3(rows, s3.get_client(), s3.resolved_bucket, cancel_requested(context))
     for artifact in written.artifacts:
         context.log.info(
             f"Wrote s3://{s3.resolved_bucket}/{artifact.key}: {artifact.rows:,} rows, {artifact.bytes:,} bytes"
@@ -190,11 +210,14 @@ def _files_table(bucket: str, links: list[dict], ttl_seconds: int) -> str:
 
 @dg.failure_hook(required_resource_keys={"export_store", "s3"})
 def record_export_failure(context: dg.HookContext) -> None:
-    """A failed step fails the export: its row becomes FAILED and no object stays behind."""
+    """A failed step fails the export: its row becomes FAILED (CANCELLED when the run was being
+    cancelled) and no object stays behind."""
     store = context.resources.export_store.get_store()
     record = store.find_by_run(context.run_id)
     if record is None or record["status"] != ExportStatus.RUNNING:
         return
+    run = context.instance.get_run_by_id(context.run_id)
+    cancelled = run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
     error = context.op_exception
     if isinstance(error, dg.Failure) and error.description:
         message = error.description
@@ -204,5 +227,8 @@ def record_export_failure(context: dg.HookContext) -> None:
         message = f"step {context.op.name} failed"
     s3: ExportS3Resource = context.resources.s3
     delete_export_objects(s3.get_client(), s3.resolved_bucket, s3.resolved_prefix, record["project_id"], record["id"])
-    if store.finish_unfinished_if(record["id"], ExportStatus.RUNNING, ExportStatus.FAILED, message):
+    if cancelled:
+        if store.finish_unfinished_if(record["id"], ExportStatus.RUNNING, ExportStatus.CANCELLED, "cancelled"):
+            context.log.info(f"Export {record['id']} CANCELLED")
+    elif store.finish_unfinished_if(record["id"], ExportStatus.RUNNING, ExportStatus.FAILED, message):
         context.log.error(f"Export {record['id']} FAILED: {message}")
