@@ -22,6 +22,7 @@ from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task
 
+from export_pipelines.orchestration import disk_broker
 from export_pipelines.settings import env, optional_env
 
 QUEUE = "dagster"
@@ -51,7 +52,8 @@ class CelerySettings:
                 "control_folder": str(folder / "control"),
                 "polling_interval": 0.05,  # a virtual transport polls: 1 s by default
             }
-            return cls(FILESYSTEM, backend or f"db+sqlite:///{folder / 'results.sqlite'}", _options(options))
+            results = backend or f"db+sqlite:///{folder / 'results.sqlite'}"
+            return cls(f"{disk_broker.SCHEME}://", results, _options(options))
         if backend is None:
             # Redis keeps task states itself; any other broker keeps them in the request database.
             backend = broker if broker.startswith(("redis://", "rediss://")) else "db+" + env("EXPORTS_DATABASE_URL")
