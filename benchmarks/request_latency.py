@@ -55,8 +55,11 @@ def pool_rss_mib(dev_pid: int) -> float:
     """Resident memory of the run worker's pool processes, summed."""
     total = 0
     for process in psutil.Process(dev_pid).children(recursive=True):
-        if "export_pipelines.cli worker" in " ".join(process.cmdline()):
-            total += sum(child.memory_info().rss for child in process.children())
+        try:
+            if "export_pipelines.cli worker" in " ".join(process.cmdline()):
+                total += sum(child.memory_info().rss for child in process.children())
+        except psutil.NoSuchProcess:  # a run's short-lived helper process
+            continue
     return total / 2**20
 
 
