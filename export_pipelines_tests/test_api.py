@@ -303,7 +303,7 @@ session = requests.Session()
 for index in range(count):
     answer = session.post(
         f"{url}/api/v1/data/projects/{project}/catalogs/warehouse/schemas/payment/tables/customers/exports",
-        json={"limit": 1, "name": f"c{index}"}, headers={"Authorization": f"Bearer {key}"}, timeout=60,
+        json={"limit": 1, "name": f"c{index}"}, headers={"Authorization": f"Bearer {key}"}, timeout=300,
     )
     assert answer.status_code == 202, answer.text
     print(answer.json()["id"])
@@ -323,7 +323,7 @@ def test_200_creates_from_4_processes_none_lost_none_doubled(
     ]
     answered = []
     for producer in producers:
-        out, _ = producer.communicate(timeout=300)
+        out, _ = producer.communicate(timeout=900)
         assert producer.returncode == 0
         answered += out.split()
     assert len(answered) == len(set(answered)) == 200
