@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from export_pipelines.deploy import readiness
 from export_pipelines.deploy.dev import dev_command
 from export_pipelines.deploy.local_s3 import free_ports
 from export_pipelines_tests.conftest import wait_for
@@ -33,11 +34,7 @@ def graphql(port: int, query: str) -> dict:
 
 
 def answers(port: int, path: str = "/server_info") -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2):
-            return True
-    except OSError:
-        return False
+    return readiness.answers(f"http://127.0.0.1:{port}{path}")
 
 
 def _ignore_sigint() -> None:

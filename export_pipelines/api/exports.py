@@ -92,7 +92,7 @@ def _view(service: ExportService, record: dict[str, Any], key: ApiKey) -> Export
         started_at=record["started_at"],
         finished_at=record["finished_at"],
         query_id=source.get("query"),
-        catalog_id=source.get("catalog", WAREHOUSE_CATALOG) if table else None,
+        catalog_id=WAREHOUSE_CATALOG if table else None,
         schema_name=schema_name if table else None,
         table_name=table_name if table else None,
         source=record["source"],

@@ -3,22 +3,14 @@ server over real HTTP, with the given settings as its environment."""
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from export_pipelines.deploy.local_s3 import free_ports
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-            return True
-    except OSError:
-        return False
+from export_pipelines.deploy.readiness import stop, wait_until_ready
 
 
 @contextlib.contextmanager
@@ -35,17 +27,7 @@ def running_api(settings: dict[str, str], log: Path, timeout: float = 60.0) -> I
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while not _answers(url):
-            if process.poll() is not None:
-                raise RuntimeError(f"the API exited early, see {log}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the API did not answer within {timeout:.0f}s, see {log}")
-            time.sleep(0.2)
+        wait_until_ready(process, [f"{url}/healthz"], "the API", log, timeout)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, signal.SIGTERM, 20)

@@ -2,6 +2,7 @@
 the REST API and a warm run worker on embedded defaults, all stopped by Ctrl-C."""
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -12,9 +13,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from export_pipelines.deploy.readiness import stop, wait_until_ready
 from export_pipelines.settings import DEV_ENVIRONMENT_FILE, env
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "export_pipelines.cli"]
 
 
 def run_dev(port: int, api_port: int, data_dir: Path) -> int:
@@ -58,21 +61,13 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
             "-w", str(PROJECT_ROOT / "workspace.yaml"),
             "-h", "127.0.0.1", "-p", str(port),
         ]  # fmt: skip
-        dagster = subprocess.Popen(command, env=environment, cwd=PROJECT_ROOT, start_new_session=True)
-        module = [sys.executable, "-m", "export_pipelines.cli"]
-        started = {"Dagster": dagster}
-        started["REST API"] = subprocess.Popen(
-            [*module, "api", "--host", "127.0.0.1", "--port", str(api_port)],
-            env=environment,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,
-        )
-        started["run worker"] = subprocess.Popen(
-            [*module, "worker", "--hostname", f"dev-{os.getpid()}@%h"],
-            env=environment,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,
-        )
+        # Each in a session of its own, so that stopping it stops everything it started.
+        start = functools.partial(subprocess.Popen, env=environment, cwd=PROJECT_ROOT, start_new_session=True)
+        started = {
+            "Dagster": start(command),
+            "REST API": start([*CLI, "api", "--host", "127.0.0.1", "--port", str(api_port)]),
+            "run worker": start([*CLI, "worker", "--hostname", f"dev-{os.getpid()}@%h"]),
+        }
         print(
             f"\nexport_pipelines is starting:\n"
             f"  Dagster UI   http://127.0.0.1:{port}  (Launchpad: Jobs > export_job)\n"
@@ -109,8 +104,7 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 def dev_command(port: int, api_port: int, data_dir: Path) -> list[str]:
     """`export-pipelines dev` on the given ports and data directory, as a subprocess command."""
-    module = [sys.executable, "-m", "export_pipelines.cli", "dev"]
-    return [*module, "--port", str(port), "--api-port", str(api_port), "--data-dir", str(data_dir)]
+    return [*CLI, "dev", "--port", str(port), "--api-port", str(api_port), "--data-dir", str(data_dir)]
 
 
 @contextlib.contextmanager
@@ -119,36 +113,17 @@ def running_dev_deployment(
 ) -> Iterator[dict[str, str]]:
     """`export-pipelines dev` in a subprocess (tests, benchmarks): yields the environment that
     reaches it once the UI and the REST API answer; stops everything on exit."""
-    import urllib.request
-
+    log = data_dir / "dev.log"
     process = subprocess.Popen(
         dev_command(port, api_port, data_dir),
         env=environment,
-        stdout=open(data_dir / "dev.log", "w"),  # noqa: SIM115 - closed with the process
+        stdout=open(log, "w"),  # noqa: SIM115 - closed with the process
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + timeout
         dev_file = data_dir / DEV_ENVIRONMENT_FILE
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the dev deployment exited early, see {data_dir / 'dev.log'}")
-            try:
-                with (
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2),
-                    urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=2),
-                ):
-                    if dev_file.exists():
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the dev deployment did not answer within {timeout:.0f}s")
-            time.sleep(0.25)
+        urls = [f"http://127.0.0.1:{port}/server_info", f"http://127.0.0.1:{api_port}/healthz"]
+        wait_until_ready(process, urls, "the dev deployment", log, timeout, also=dev_file.exists)
         yield {**json.loads(dev_file.read_text()), "_pid": str(process.pid)}
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, signal.SIGINT, 60)

@@ -143,11 +143,14 @@ def preview(
     checks, filters, expansion, column rules and limit as the export; reads, writes nothing."""
     rows = apply_rules(select(shape(plan(request, "preview", connection, ""))), max_rows, lambda _message: None)
     assert rows.row_count is not None
-    relation = rows.relation
-    columns = [{"name": n, "type": str(t)} for n, t in zip(relation.columns, relation.types, strict=True)]
     # As the JSONL artifact writes them: ISO-8601 times, exact decimals, nested values as JSON.
-    lines = relation.limit(sample_rows).pl().write_ndjson().splitlines()
-    return Preview(rows.row_count, columns, [json.loads(line) for line in lines])
+    lines = rows.relation.limit(sample_rows).pl().write_ndjson().splitlines()
+    return Preview(rows.row_count, output_schema(rows.relation), [json.loads(line) for line in lines])
+
+
+def output_schema(relation: duckdb.DuckDBPyRelation) -> list[dict[str, str]]:
+    """The columns an export writes, with their warehouse types (the manifest's `schema`)."""
+    return [{"name": n, "type": str(t)} for n, t in zip(relation.columns, relation.types, strict=True)]
 
 
 def shape(rows: ExportRows) -> ExportRows:
@@ -241,9 +244,7 @@ def serialize_to_s3(
         except BaseException:
             delete_keys(client, bucket, [artifact.key for artifact in artifacts])
             raise
-    relation = rows.relation
-    schema = [{"name": n, "type": str(t)} for n, t in zip(relation.columns, relation.types, strict=True)]
-    return WrittenExport(export, artifacts, schema, rows.row_count)
+    return WrittenExport(export, artifacts, output_schema(rows.relation), rows.row_count)
 
 
 def _stream(

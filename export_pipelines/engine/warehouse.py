@@ -110,10 +110,14 @@ class WarehouseResource(dg.ConfigurableResource):
             self._connection = None
 
 
-def open_hardened(path: Path, timeout_seconds: float) -> duckdb.DuckDBPyConnection:
-    """Open `path` read-only with external access off; retry while a writer holds the file lock."""
+def _require_file(path: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"warehouse file {path} does not exist (set EXPORTS_WAREHOUSE)")
+
+
+def open_hardened(path: Path, timeout_seconds: float) -> duckdb.DuckDBPyConnection:
+    """Open `path` read-only with external access off; retry while a writer holds the file lock."""
+    _require_file(path)
     deadline = time.monotonic() + timeout_seconds
     delay = 0.05
     while True:
@@ -149,12 +153,9 @@ class CatalogCopy:
         self._catalog = ""
 
     def _file_version(self) -> tuple:
-        if not self.path.exists():
-            raise FileNotFoundError(f"warehouse file {self.path} does not exist (set EXPORTS_WAREHOUSE)")
+        _require_file(self.path)
         wal = self.path.with_name(self.path.name + ".wal")
-        return tuple(
-            (s.st_ino, s.st_mtime_ns, s.st_size) for s in (self.path.stat(), wal.stat() if wal.exists() else None) if s
-        )
+        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in (f.stat() for f in (self.path, wal) if f.exists()))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -174,11 +175,10 @@ class CatalogCopy:
     def _copy(self) -> duckdb.DuckDBPyConnection:
         with open_hardened(self.path, self.timeout_seconds) as source:
             relations = _relations(source)
-            columns = {
-                (schema, name): source.sql(f"SELECT * FROM {quote_identifier(schema)}.{quote_identifier(name)} LIMIT 0")
-                for _, schema, name in relations
-            }
-            copies = [(schema, name, relation.columns, relation.types) for (schema, name), relation in columns.items()]
+            copies = []
+            for _, schema, name in relations:
+                relation = source.sql(f"SELECT * FROM {quote_identifier(schema)}.{quote_identifier(name)} LIMIT 0")
+                copies.append((schema, name, relation.columns, relation.types))
         catalog = self._catalog = quote_identifier(relations[0][0] if relations else self.path.stem)
         copy = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
         copy.execute(f"ATTACH ':memory:' AS {catalog}")

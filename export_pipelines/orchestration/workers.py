@@ -11,7 +11,7 @@ import importlib
 import os
 import signal
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ class CelerySettings:
 
     broker: str
     backend: str
-    config_source: dict[str, Any] = field(default_factory=dict)
+    config_source: dict[str, Any]
 
     @classmethod
     def from_environment(cls) -> "CelerySettings":
