@@ -146,6 +146,8 @@ def test_validation_errors_are_one_clear_4xx(api_server: ApiServer, alice: Clien
         400,
     )
     assert "format" in error_of(alice.create_table(project, "payment.charges", {"format": "xml"}), 400)
+    null_member = {"filters": {"AND": None}}  # Dagster's config check lets it through, then crashes on it
+    assert "filters.AND is null" in error_of(alice.create_table(project, "payment.charges", null_member), 400)
     assert "limit" in error_of(alice.create_table(project, "payment.charges", {"limit": "ten"}), 400)
     assert "includeVectorz: unknown field" in error_of(
         alice.create_table(project, "payment.charges", {"includeVectorz": True}), 400

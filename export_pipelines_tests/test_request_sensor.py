@@ -134,6 +134,10 @@ def test_rows_sharing_a_timestamp_and_late_commits(instance, database_url, store
         (json.dumps({"source": {"table": "payment.charges"}, "limit": "ten"}), "Invalid scalar at limit"),
         (json.dumps({"source": {"table": "payment.charges"}, "project_id": "other"}), "differs from the row's"),
         (json.dumps({"source": {"table": "payment.charges"}, "filters": {"AND": []}}), "empty group"),
+        (
+            json.dumps({"source": {"table": "payment.charges"}, "filters": {"AND": None}}),
+            "filters.AND is null: leave it out",
+        ),
     ],
 )
 def test_poison_row_fails_alone_and_never_blocks_the_rows_behind(

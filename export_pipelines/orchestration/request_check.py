@@ -29,14 +29,26 @@ def parse_request(raw: str | Mapping[str, Any]) -> tuple[dict[str, Any], ExportR
     if not isinstance(raw, Mapping):
         raise InvalidRequest("request must be a JSON object")
     require_source(raw)
+    _refuse_null_filter_members(raw.get("filters"))
     run_config = dict(raw)
     try:
         dg.validate_run_config(export_job, run_config)
     except dg.DagsterInvalidConfigError as error:
         problems = "; ".join(config_problem(e.message) for e in error.errors)
         raise InvalidRequest(f"invalid request: {problems}") from None
+    except dg.DagsterConfigMappingFunctionError:
+        # Dagster's own checks that its validation let through; never a crash of the door.
+        raise InvalidRequest("invalid request: Dagster could not read it as export_job's run config") from None
     run_config = with_source_named(run_config)
     return run_config, ExportRequest(**run_config)
+
+
+def _refuse_null_filter_members(filters: Any) -> None:
+    """Dagster's config check lets a null member of a mapping through and then fails on it."""
+    if isinstance(filters, Mapping):
+        for key, value in filters.items():
+            if value is None:
+                raise InvalidRequest(f"filters.{key} is null: leave it out or give it a value")
 
 
 def config_problem(message: str) -> str:
