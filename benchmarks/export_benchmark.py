@@ -6,6 +6,8 @@ format x compression prints the median time of both paths and their ratio (ours 
 objects in S3 and the manifest; Dagster's fixed per-run overhead is printed apart. Then
 prints the peak RSS of a whole export_job run in a fresh process at 1M and at 5M rows.
 
+Also prints what live progress costs (the same export with and without reporting it).
+
     uv run python benchmarks/export_benchmark.py [--rows 1000000] [--repeat 3] [--skip-rss]
 """
 
@@ -52,11 +54,13 @@ def baseline(warehouse: Path, client, bucket: str, export_format: str, compressi
     target.unlink()
 
 
-def ours(export_format: str, compression: str, resources: dict, **shaping) -> int:
-    """The export path: the functions the ops of export_job run, warehouse to verified objects in S3.
-    Returns the rows exported."""
+def ours(export_format: str, compression: str, resources: dict, progress_of: str | None = None, **shaping) -> int:
+    """The export path: the functions the ops of export_job run, warehouse to verified objects in S3;
+    with `progress_of` (an export id in the request table), reporting progress as the serialize op
+    does (its log lines into a list). Returns the rows exported."""
     from export_pipelines.engine import steps
     from export_pipelines.engine.request import Compression, ExportFormat, ExportRequest, SourceConfig
+    from export_pipelines.orchestration.progress import ProgressReporter
 
     request = ExportRequest(
         source=SourceConfig(table="payment.charges"),
@@ -66,10 +70,14 @@ def ours(export_format: str, compression: str, resources: dict, **shaping) -> in
     )
     s3 = resources["s3"]
     client, bucket = s3.get_client(), s3.resolved_bucket
+    export_id = progress_of or str(uuid.uuid4())
     with resources["warehouse"].connect() as connection:
-        rows = steps.plan(request, str(uuid.uuid4()), connection, s3.resolved_prefix)
+        rows = steps.plan(request, export_id, connection, s3.resolved_prefix)
         rows = steps.apply_rules(steps.select(steps.shape(rows)), resources["policy"].resolved_max_rows, print)
-        written = steps.serialize_to_s3(rows, client, bucket)
+        on_rows = lambda _rows: None  # noqa: E731
+        if progress_of is not None:
+            on_rows = ProgressReporter(resources["export_store"].get_store(), export_id, rows.row_count, [].append)
+        written = steps.serialize_to_s3(rows, client, bucket, on_rows=on_rows)
         steps.verify(written, client, bucket)
         steps.record(written, client, bucket)
     return written.row_count
@@ -113,6 +121,26 @@ def shaping_cases(resources: dict, repeat: int) -> None:
             rows = ours("CSV", "GZIP", resources, **shaping)
             seconds.append(time.perf_counter() - started)
         print(f"{label:<28}{rows:>10,}{statistics.median(seconds):>8.2f}", flush=True)
+
+
+def progress_cost(resources: dict, repeat: int) -> None:
+    """Live progress (row counts into the request table, log lines) must cost under 2% of an export."""
+    print(f"\nlive progress, median of {repeat} (alternating runs)")
+    print(f"{'pair':<16}{'without s':>10}{'with s':>9}{'cost':>8}  target")
+    for export_format, compression in [("CSV", "NONE"), ("CSV", "GZIP"), ("PARQUET", "ZSTD")]:
+        without, with_progress = [], []
+        for _ in range(repeat):
+            without.append(timed(ours, export_format, compression, resources))
+            export_id = str(uuid.uuid4())
+            resources["export_store"].get_store().insert(export_id, "default", {"source": {"table": "payment.charges"}})
+            with_progress.append(timed(ours, export_format, compression, resources, export_id))
+        plain, reported = statistics.median(without), statistics.median(with_progress)
+        cost = (reported - plain) / plain
+        print(
+            f"{export_format + '/' + compression:<16}{plain:>10.2f}{reported:>9.2f}{cost:>8.1%}  < 2% "
+            f"{'ok' if cost < 0.02 else 'MISSED'}",
+            flush=True,
+        )
 
 
 def ours_job(export_format: str, compression: str) -> None:
@@ -162,6 +190,7 @@ def main() -> None:
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--only", default=None, help="comma-separated pairs, e.g. CSV/NONE,PARQUET/ZSTD")
     parser.add_argument("--skip-shaping", action="store_true")
+    parser.add_argument("--skip-progress", action="store_true")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -212,6 +241,8 @@ def main() -> None:
                     )
             if not args.skip_shaping:
                 shaping_cases(resources, args.repeat)
+            if not args.skip_progress:
+                progress_cost(resources, args.repeat)
             job_seconds = statistics.median(timed(ours_job, "PARQUET", "ZSTD") for _ in range(args.repeat))
             path_seconds = statistics.median(timed(ours, "PARQUET", "ZSTD", resources) for _ in range(args.repeat))
             print(f"Dagster run overhead (execute_in_process, PARQUET/ZSTD): {job_seconds - path_seconds:.2f}s per run")

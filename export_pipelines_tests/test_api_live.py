@@ -1,16 +1,22 @@
 """The REST API of a live deployment (started like `make dev`: the API beside the Dagster
 webserver and a real daemon): an export created over HTTP is run by the daemon and answered by a
 synchronous create; a RUNNING export is cancelled over HTTP (CANCELLED, no object left) and
-another one deleted while running (cancelled first, then gone, artifacts and record)."""
+another one deleted while running (cancelled first, then gone, artifacts and record); the progress
+of a large export moves in the API, shows in the CLI and on the run page."""
 
 import hashlib
+import os
+import re
+import subprocess
+import sys
 
+import dagster as dg
 import requests
 
 from export_pipelines.store.api_keys import ApiKeyStore
 from export_pipelines.store.database import engine_for
-from export_pipelines_tests.conftest import download
-from export_pipelines_tests.live import Deployment
+from export_pipelines_tests.conftest import download, wait_for
+from export_pipelines_tests.live import BIG_ROWS, Deployment
 from export_pipelines_tests.rest import Client
 
 PROJECT = "api-live"
@@ -60,3 +66,39 @@ def test_cancel_and_delete_of_running_exports_over_http(deployment: Deployment) 
     assert answer.json() == {"message": "Export deleted successfully"}, answer.text
     assert client.get(PROJECT, deleted).status_code == 404 and deployment.store.get(deleted) is None
     assert _objects(deployment, deleted) == []
+
+
+def test_progress_moves_in_the_api_the_cli_and_the_run_page(deployment: Deployment) -> None:
+    client = _client(deployment)
+    body = {"format": "CSV", "compression": "GZIP"}
+    export_id = client.create_table(PROJECT, "payment.large_charges", body).json()["id"]
+    follower = subprocess.Popen(  # `show --wait` follows it with a progress bar meanwhile
+        [sys.executable, "-m", "export_pipelines.cli", "show", export_id, "--wait"],
+        env={**os.environ, **deployment.environment, "COLUMNS": "160"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: list[dict] = []
+
+    def final() -> dict | None:
+        export = client.get(PROJECT, export_id).json()
+        if export["status"] == "RUNNING" and export["progress"] and export["progress"]["totalRows"]:
+            seen.append(export["progress"])
+        return export if export["status"] in {"SUCCEEDED", "FAILED", "CANCELLED"} else None
+
+    export = wait_for(final, f"export {export_id} to finish", timeout=300)
+    assert export["status"] == "SUCCEEDED" and export["progress"] is None, export
+    written = [progress["rowsWritten"] for progress in seen]
+    assert {progress["totalRows"] for progress in seen} == {BIG_ROWS} == {export["rowCount"]}
+    assert len(set(written)) >= 3 and written == sorted(written), written
+    followed, _ = follower.communicate(timeout=120)
+    assert follower.returncode == 0 and f"{BIG_ROWS:,} of {BIG_ROWS:,} rows" in followed, followed
+    assert "SUCCEEDED" in followed, followed
+    run_id = deployment.store.get(export_id)["run_id"]
+    with deployment.settings(), dg.DagsterInstance.get() as instance:
+        messages = [entry.message for entry in instance.all_logs(run_id)]
+    logged = [re.fullmatch(r"([\d,]+) of 3,000,000 rows written \((\d+)%\)", m) for m in messages if "written (" in m]
+    assert logged and all(logged), messages  # writing takes seconds: a line a second on the run page
+    percents = [int(match.group(2)) for match in logged if match]
+    assert percents == sorted(set(percents)) and percents[-1] < 100, percents

@@ -58,3 +58,16 @@ def test_submit_dry_run_previews_and_queues_nothing(export_env: ExportEnvironmen
     assert "the export would write 25 rows (nothing was queued)" in out
     assert "DECIMAL(18,4)" in out and "inv_000000" in out and "inv_000009" in out and "inv_000010" not in out
     assert export_env.store.list_exports("default", None, 10, None) == []
+
+
+def test_show_draws_the_progress_of_a_running_export(export_env: ExportEnvironment, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(export_env.tmp_path)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    request = {"source": {"table": "payment.charges"}, "limit": 3000}
+    export_id = ExportService.from_environment().submit(request)
+    export_env.store.start(export_id, "default", request, None, "run-1")
+    export_env.store.progress(export_id, 1200, 3000)
+
+    assert main(["show", export_id]) == 0
+    shown = capsys.readouterr().out
+    assert "RUNNING" in shown and "40%  1,200 of 3,000 rows" in shown and "━" in shown, shown

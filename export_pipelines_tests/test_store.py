@@ -13,7 +13,7 @@ from export_pipelines_tests.conftest import ExportEnvironment, table_columns
 SPEC_COLUMNS = {
     "id", "project_id", "status", "request", "source", "format", "compression", "created_at", "started_at",
     "finished_at", "row_count", "bytes", "duration_ms", "files", "error", "run_id", "user_id", "user_name",
-    "api_key_prefix", "client_source", "attempt", "name",
+    "api_key_prefix", "client_source", "attempt", "name", "rows_written", "total_rows",
 }  # fmt: skip
 
 

@@ -93,6 +93,16 @@ class FileView(CamelView):
     sha256: str = Field(description="SHA-256 of the file's bytes, hex.")
 
 
+class ProgressView(CamelView):
+    """How far a RUNNING export has come."""
+
+    rows_written: int = Field(description="Rows handed to the writer so far.", examples=[1_200_000])
+    total_rows: int | None = Field(
+        description="Rows the export writes in all; null until counted, which happens before writing starts.",
+        examples=[3_000_000],
+    )
+
+
 class ExportView(CamelView):
     """An export as the API shows it."""
 
@@ -106,6 +116,7 @@ class ExportView(CamelView):
     row_count: int | None = Field(description="Rows exported (once SUCCEEDED).", examples=[993])
     bytes: int | None = Field(description="Bytes of all files (once SUCCEEDED).", examples=[48213])
     duration_ms: int | None = Field(description="Run time of the export in milliseconds.", examples=[1055])
+    progress: ProgressView | None = Field(description="Rows written so far and the total, while RUNNING.")
     files: list[FileView] | None = Field(
         description="The files with download links: only for the owner, only once SUCCEEDED."
     )

@@ -14,7 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from export_pipelines.store.tables import FINAL_STATUSES
 
@@ -55,6 +67,9 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         command = subcommands.add_parser(name, help=text)
         command.add_argument("export_id")
         command.add_argument("--project", default=None, help="owner project (required by download)")
+        if name == "show":
+            command.add_argument("--wait", action="store_true", help="follow the export with a progress bar")
+            command.add_argument("--timeout", type=float, default=600, help="seconds to follow at most (default 600)")
         if name == "download":
             command.add_argument("--to", type=Path, default=Path("."), help="target folder (default .)")
     HANDLERS.update(
@@ -126,13 +141,28 @@ def _sample_cell(value: Any) -> str:
     return "" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
+class RowsColumn(ProgressColumn):
+    """`1,200,000 of 3,000,000 rows` once the total is known."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(f"{task.completed:,.0f} of {task.total:,.0f} rows", style="progress.download", no_wrap=True)
+
+
 def _wait(service, export_id: str, timeout: float) -> dict[str, Any]:
+    """Follow the export with a live progress bar until it is final or `timeout` seconds passed."""
     deadline = time.monotonic() + timeout
-    with console.status(f"export {export_id}: PENDING") as status:
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), RowsColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("PENDING", total=None)
         while True:
             record = service.get(export_id)
-            elapsed = time.monotonic() - (deadline - timeout)
-            status.update(f"export {export_id}: [bold]{record['status']}[/bold] ({elapsed:.0f}s)")
+            total, written = record["total_rows"], record["rows_written"] or 0
+            if record["status"] == "SUCCEEDED":
+                total = written = record["row_count"]
+            bar.update(task, description=f"[bold]{record['status']}[/bold]", total=total)
+            bar.update(task, completed=written)
             if record["status"] in FINAL_STATUSES or time.monotonic() > deadline:
                 return record
             time.sleep(POLL_SECONDS)
@@ -143,12 +173,24 @@ def _print_record(record: dict[str, Any]) -> None:
     for field in RECORD_FIELDS:
         if record.get(field) is not None:
             table.add_row(f"[dim]{field}[/dim]", _cell(record[field]))
+    if record["status"] == "RUNNING" and record["total_rows"] is not None:
+        table.add_row("[dim]progress[/dim]", _progress(record["rows_written"] or 0, record["total_rows"]))
     console.print(table)
     if record["files"]:
         files = Table("key", "rows", "bytes", "sha256")
         for file in record["files"]:
             files.add_row(file["key"], f"{file['rows']:,}", f"{file['bytes']:,}", file["sha256"][:16] + "…")
         console.print(files)
+
+
+def _progress(written: int, total: int) -> Table:
+    """A still progress bar with its figures, for one look at a RUNNING export."""
+    line = Table.grid(padding=(0, 1))
+    percent = 100 * written / total if total else 100.0
+    line.add_row(
+        ProgressBar(total=max(total, 1), completed=written, width=40), f"{percent:.0f}%  {written:,} of {total:,} rows"
+    )
+    return line
 
 
 def _cell(value: Any) -> str:
@@ -183,6 +225,8 @@ def _list(service, args: argparse.Namespace) -> int:
 @_guarded
 def _show(service, args: argparse.Namespace) -> int:
     record = service.get(args.export_id, args.project)
+    if args.wait and record["status"] not in FINAL_STATUSES:
+        record = _wait(service, args.export_id, args.timeout)
     _print_record(record)
     console.print(f"[dim]request:[/dim] {json.dumps(json.loads(record['request']))}")
     return 0

@@ -5,17 +5,20 @@ Rows flow between the steps as lazy DuckDB relations; nothing is materialized un
 streams the rows into files that are uploaded while they are written.
 """
 
+import functools
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import polars as pl
 from duckdb import ColumnExpression
+from polars.io.plugins import register_io_source
 
 from export_pipelines.engine import shaping
 from export_pipelines.engine.artifacts import (
@@ -188,7 +191,7 @@ def select(rows: ExportRows) -> ExportRows:
 def _vector_key(relation: duckdb.DuckDBPyRelation) -> str:
     key = shaping.row_key(relation)
     if key is None:
-        raise InvalidRequest("include_vectors needs a row key column (id or _id) in the source")
+        raise InvalidRequest("include_vectors needs a row key column (id, _id or document_id) in the source")
     return key
 
 
@@ -226,21 +229,28 @@ def apply_rules(rows: ExportRows, max_rows: int, warn: Callable[[str], None]) ->
 
 
 def serialize_to_s3(
-    rows: ExportRows, client: Any, bucket: str, should_stop: Callable[[], bool] = lambda: False
+    rows: ExportRows,
+    client: Any,
+    bucket: str,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_rows: Callable[[int], None] = lambda _rows: None,
 ) -> WrittenExport:
     """Stream the rows through Polars into the format, each file uploaded while it is written;
     then the vectors artifact, when asked for. `should_stop` is asked once per uploaded part
-    (8 MiB): when it answers true, writing stops with WritingStopped and nothing is left in S3."""
+    (8 MiB): when it answers true, writing stops with WritingStopped and nothing is left in S3.
+    `on_rows` hears the rows of the data files taken in by the writer so far, per batch (about
+    100,000 rows)."""
     export = rows.export
     assert rows.row_count is not None
     max_rows_per_file = export.request.max_rows_per_file
     extension = file_extension(export.format, export.compression)
     names = part_file_names(export.base_name, extension, rows.row_count, max_rows_per_file)
-    artifacts = _stream(rows.relation, names, rows.row_count, max_rows_per_file, export, client, bucket, should_stop)
+    stream = functools.partial(_stream, export=export, client=client, bucket=bucket, should_stop=should_stop)
+    artifacts = stream(rows.relation, names, rows.row_count, max_rows_per_file, on_rows=on_rows)
     if rows.vectors is not None:
         vector_names = [f"{export.base_name}_vectors.{extension}"]
         try:
-            artifacts += _stream(rows.vectors, vector_names, rows.row_count, None, export, client, bucket, should_stop)
+            artifacts += stream(rows.vectors, vector_names, rows.row_count, None)
         except BaseException:
             delete_keys(client, bucket, [artifact.key for artifact in artifacts])
             raise
@@ -252,16 +262,18 @@ def _stream(
     names: list[str],
     row_count: int,
     max_rows_per_file: int | None,
+    *,
     export: ResolvedExport,
     client: Any,
     bucket: str,
     should_stop: Callable[[], bool],
+    on_rows: Callable[[int], None] = lambda _rows: None,
 ) -> list[UploadedArtifact]:
     """Write `relation` into the objects `names` (parts of `max_rows_per_file` rows)."""
     csv_options = export.request.csv_options or CsvOptions()
     if export.format is ExportFormat.CSV:
         relation = shaping.json_encode_nested(relation)
-    frame = relation.pl(lazy=True)
+    frame = _counted_frame(relation, on_rows)
     if export.format is ExportFormat.CSV:
         frame = prepare_csv_frame(frame, csv_options)
     in_flight = threading.Semaphore(PARTS_IN_FLIGHT)
@@ -279,6 +291,32 @@ def _stream(
             delete_keys(client, bucket, [w.key for w in writers if w.finished])
             raise
     return [writer.uploaded(rows_in_part(part, row_count, max_rows_per_file)) for part, writer in enumerate(writers)]
+
+
+def _counted_frame(relation: duckdb.DuckDBPyRelation, on_rows: Callable[[int], None]) -> pl.LazyFrame:
+    """`relation` as a lazy frame that tells `on_rows` the running total of rows each time the sink
+    pulls a batch. Polars pulls with backpressure, so the count runs at most a few batches ahead of
+    the bytes written (a `map_batches` counter would let the source run ahead and buffer everything)."""
+    schema = relation.pl(lazy=True).collect_schema()
+
+    def batches(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        selected = shaping.project(relation, with_columns) if with_columns else relation
+        selected = selected.limit(n_rows) if n_rows is not None else selected
+        reader = selected.to_arrow_reader(batch_size) if batch_size else selected.to_arrow_reader()
+        total = 0
+        try:
+            for batch in iter(reader.read_next_batch, None):
+                total += batch.num_rows
+                on_rows(total)
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield frame if predicate is None else frame.filter(predicate)
+        finally:
+            reader.close()  # a reader left open keeps the connection busy
+
+    return register_io_source(batches, schema=schema, is_pure=True)
 
 
 def verify(written: WrittenExport, client: Any, bucket: str) -> None:

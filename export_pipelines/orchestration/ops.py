@@ -21,6 +21,7 @@ from export_pipelines.engine.policy import ExportPolicy
 from export_pipelines.engine.request import ExportRequest, InvalidRequest
 from export_pipelines.engine.steps import ExportRows, WrittenExport
 from export_pipelines.engine.warehouse import WarehouseResource
+from export_pipelines.orchestration.progress import ProgressReporter
 from export_pipelines.orchestration.request_schema import require_source
 from export_pipelines.store.exports import ExportConflict, ExportStoreResource
 from export_pipelines.store.tables import ExportStatus
@@ -142,9 +143,15 @@ def apply_row_rules(context: dg.OpExecutionContext, rows: ExportRows, policy: Ex
 
 @dg.op(description="Stream the rows through Polars into the format and compression, uploading each file to S3 "
        "(multipart) while it is written.")  # fmt: skip
-def serialize(context: dg.OpExecutionContext, rows: ExportRows, s3: ExportS3Resource) -> WrittenExport:
+def serialize(
+    context: dg.OpExecutionContext, rows: ExportRows, s3: ExportS3Resource, export_store: ExportStoreResource
+) -> WrittenExport:
+    assert rows.row_count is not None
+    progress = ProgressReporter(export_store.get_store(), rows.export.export_id, rows.row_count, context.log.info)
     with user_errors():
-        written = steps.serialize_to_s3(rows, s3.get_client(), s3.resolved_bucket, cancel_requested(context))
+        written = steps.serialize_to_s3(
+            rows, s3.get_client(), s3.resolved_bucket, cancel_requested(context), on_rows=progress
+        )
     for artifact in written.artifacts:
         context.log.info(
             f"Wrote s3://{s3.resolved_bucket}/{artifact.key}: {artifact.rows:,} rows, {artifact.bytes:,} bytes"

@@ -15,6 +15,15 @@ from export_pipelines.store.database import as_utc, engine_for
 from export_pipelines.store.tables import REQUESTED_BY_COLUMNS, ExportStatus, export_requests, idempotency_keys
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# What exports can be listed in order of: the time of the last change of status is `updated_at`.
+SORT_KEYS: dict[str, sa.ColumnElement[Any]] = {
+    "created_at": export_requests.c.created_at,
+    "updated_at": sa.func.coalesce(
+        export_requests.c.finished_at, export_requests.c.started_at, export_requests.c.created_at
+    ),
+    "id": export_requests.c.id,
+    "status": export_requests.c.status,
+}
 
 
 class ExportConflict(ValueError):
@@ -135,6 +144,8 @@ class ExportStore:
                     started_at=_now(),
                     finished_at=None,
                     error=None,
+                    rows_written=None,
+                    total_rows=None,
                     **fill,
                 )
             )
@@ -142,6 +153,10 @@ class ExportStore:
     def describe(self, export_id: str, described: Mapping[str, str]) -> None:
         """Record the resolved `source`, `format`, `compression` and `name`."""
         self._update(export_id, **described)
+
+    def progress(self, export_id: str, rows_written: int, total_rows: int) -> None:
+        """Record how far a RUNNING export's writing has come."""
+        self._update(export_id, rows_written=rows_written, total_rows=total_rows)
 
     def succeed(self, export_id: str, row_count: int, byte_count: int, duration_ms: int, files: list[dict]) -> None:
         self._update(
@@ -233,13 +248,46 @@ class ExportStore:
         self,
         project_id: str,
         statuses: list[str] | None,
-        limit: int,
+        limit: int | None,
         created_before: datetime | None,
         created_after: datetime | None = None,
         search: str | None = None,
+        sort: str = "created_at",
+        descending: bool = True,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """A project's exports, newest first, `limit` of them, created before the keyset cursor (and
-        after `created_after`); `search` matches id, source or name, case-insensitively."""
+        """A project's exports ordered by `sort` (a key of SORT_KEYS; newest first by default),
+        ties broken by id, `limit` of them (all with None) after skipping `offset`; created before
+        the keyset cursor `created_before` and after `created_after`; `search` matches id, source or
+        name, case-insensitively."""
+        key = SORT_KEYS[sort]
+        order = (key.desc(), export_requests.c.id.desc()) if descending else (key.asc(), export_requests.c.id.asc())
+        query = self._matching(project_id, statuses, created_before, created_after, search)
+        query = query.order_by(*order).offset(offset).limit(limit)
+        with self.engine.connect() as connection:
+            return [_decode(row) for row in connection.execute(query).mappings()]
+
+    def count_exports(
+        self,
+        project_id: str,
+        statuses: list[str] | None = None,
+        created_before: datetime | None = None,
+        created_after: datetime | None = None,
+        search: str | None = None,
+    ) -> int:
+        """How many exports `list_exports` would list with no limit."""
+        matching = self._matching(project_id, statuses, created_before, created_after, search).subquery()
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(matching)).scalar_one()
+
+    @staticmethod
+    def _matching(
+        project_id: str,
+        statuses: list[str] | None,
+        created_before: datetime | None,
+        created_after: datetime | None,
+        search: str | None,
+    ) -> sa.Select:
         query = sa.select(export_requests).where(export_requests.c.project_id == project_id)
         if statuses:
             query = query.where(export_requests.c.status.in_(statuses))
@@ -257,9 +305,7 @@ class ExportStore:
                     )
                 )
             )
-        query = query.order_by(export_requests.c.created_at.desc(), export_requests.c.id.desc()).limit(limit)
-        with self.engine.connect() as connection:
-            return [_decode(row) for row in connection.execute(query).mappings()]
+        return query
 
     def delete(self, export_id: str) -> None:
         with self.engine.begin() as connection:

@@ -68,6 +68,9 @@ export_requests = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
     # Beyond the SPEC: the artifacts' base name, which the REST API's search matches.
     sa.Column("name", sa.Text),
+    # Beyond the SPEC: live progress of a RUNNING export (rows written so far, of the total).
+    sa.Column("rows_written", sa.BigInteger),
+    sa.Column("total_rows", sa.BigInteger),
     sa.Index("ix_export_requests_status_created", "status", "created_at"),
     sa.Index("ix_export_requests_project_created", "project_id", "created_at"),
 )
