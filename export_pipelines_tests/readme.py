@@ -35,7 +35,8 @@ def console_blocks(name: str) -> list[list[Command]]:
                 commands.append((line[2:], []))
             else:
                 commands[-1][1].append(line)
-            continued = line.endswith("\\")
+            # A command goes on past a trailing backslash, or while a single-quoted string is open.
+            continued = line.endswith("\\") or (bool(commands) and commands[-1][0].count("'") % 2 == 1)
         blocks.append(commands)
     return blocks
 

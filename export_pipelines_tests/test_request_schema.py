@@ -32,7 +32,7 @@ def launchpad_default(job: dg.JobDefinition) -> dict:
 
 def test_catalog_lists_tables_and_saved_queries(export_env: ExportEnvironment) -> None:
     assert catalog_sources() == [
-        "payment.charges", "payment.customers", "payment.invoices", "queries.charges_view",
+        "payment.charges", "payment.customers", "payment.invoices", "search.documents", "queries.charges_view",
     ]  # fmt: skip
 
 

@@ -152,7 +152,8 @@ def test_launchpad_opens_on_a_request_that_runs_and_the_run_page_shows_its_figur
 def test_launchpad_offers_the_sources_that_exist(deployment: Deployment, browser: Browser) -> None:
     launchpad = Launchpad(browser, deployment.url)
     assert launchpad.completions("source:\n  pick: ") == [
-        "payment.charges", "payment.customers", "payment.invoices", "payment.large_charges", "queries.charges_view",
+        "payment.charges", "payment.customers", "payment.invoices", "payment.large_charges", "search.documents",
+        "queries.charges_view",
     ]  # fmt: skip
     if os.environ.get("EXPORTS_UPDATE_SCREENSHOTS"):
         launchpad.page.keyboard.press("Control+Space")

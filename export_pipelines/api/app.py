@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from export_pipelines.api import exports
+from export_pipelines.api import exelensia, exports, mixpeek
 from export_pipelines.api.body_limit import BodyLimit
 from export_pipelines.api.errors import error_response, install_error_handlers
 from export_pipelines.api.schemas import ErrorView, HealthView
@@ -47,12 +47,21 @@ def create_app(service: ExportService | None = None, keys: ApiKeyStore | None = 
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        openapi_tags=[{"name": "exports", "description": "Create, follow, download and remove exports."}],
+        openapi_tags=[
+            {"name": "exports", "description": "Create, follow, download and remove exports."},
+            {
+                "name": "exelensia",
+                "description": "Exelensia's export routes, for its clients: `x-api-key`, snake_case.",
+            },
+            {"name": "mixpeek", "description": "Mixpeek's collection export, for its clients: waits for the file."},
+        ],
     )
     install_error_handlers(app)
     app.openapi = lambda: _documented_errors(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(exports.router)
+    app.include_router(exelensia.router)
+    app.include_router(mixpeek.router)
 
     @app.get(
         "/healthz",

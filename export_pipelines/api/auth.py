@@ -57,3 +57,11 @@ def is_owner(key: ApiKey, record: dict[str, Any]) -> bool:
 def require_owner(key: ApiKey, record: dict[str, Any], action: str) -> None:
     if not is_owner(key, record):
         raise HTTPException(403, f"only the user who created export {record['id']} may {action} it")
+
+
+def project_key(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    """The caller of a route without a project in its path (the other vendors' dialects): the
+    key's own project is the one acted on, so a partner key (every project) is refused."""
+    if key.project_id is None:
+        raise HTTPException(403, "a partner key has no project of its own: use a project key on this route")
+    return key

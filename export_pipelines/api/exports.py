@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request, Response
@@ -23,10 +23,12 @@ from export_pipelines.api.schemas import (
     FileView,
     MessageView,
     PreviewView,
+    ProgressView,
 )
 from export_pipelines.engine.request import UnknownSource
 from export_pipelines.service.exports import ExportService
 from export_pipelines.store.api_keys import ApiKey
+from export_pipelines.store.database import as_utc
 from export_pipelines.store.tables import FINAL_STATUSES, ExportStatus
 
 BASE = "/api/v1/data/projects/{projectId}"
@@ -36,6 +38,7 @@ MAX_CREATE_WAIT_SECONDS = 300
 CANCEL_WAIT_SECONDS = 30
 POLL_SECONDS = 0.2
 CLIENT_SOURCE_LENGTH = 64  # the request table's column
+DELETED = "Export deleted successfully"
 
 router = APIRouter(prefix=BASE, tags=["exports"])
 
@@ -84,6 +87,9 @@ def _view(service: ExportService, record: dict[str, Any], key: ApiKey) -> Export
         row_count=record["row_count"],
         bytes=record["bytes"],
         duration_ms=record["duration_ms"],
+        progress=ProgressView(rows_written=record["rows_written"] or 0, total_rows=record["total_rows"])
+        if record["status"] == ExportStatus.RUNNING
+        else None,
         files=[_file(link) for link in links] if links is not None else None,
         expires_at=datetime.fromisoformat(links[0]["expires_at"]) if links else None,
         downloadable=owner_may_download,
@@ -114,7 +120,7 @@ def _file(link: dict[str, Any]) -> FileView:
     )
 
 
-async def _await_final(service: ExportService, export_id: str, project_id: str, timeout: float) -> dict[str, Any]:
+async def await_final(service: ExportService, export_id: str, project_id: str, timeout: float) -> dict[str, Any]:
     """The export once final, or as it is when `timeout` seconds have passed (without holding a thread)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -124,7 +130,25 @@ async def _await_final(service: ExportService, export_id: str, project_id: str, 
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
 
 
-def _require_json(request: Request) -> None:
+def requested_by(key: ApiKey, client_source: str) -> dict[str, str | None]:
+    """Who creates an export over HTTP: the key's user, the key, the client."""
+    return {
+        "user_id": key.user_id,
+        "user_name": key.user_name,
+        "api_key_prefix": key.prefix,
+        "client_source": client_source[:CLIENT_SOURCE_LENGTH],
+    }
+
+
+def client_source(
+    trino_source: Annotated[str | None, Header(alias="X-Trino-Source", description="Recorded as clientSource.")] = None,
+    user_agent: Annotated[str | None, Header(alias="User-Agent", include_in_schema=False)] = None,
+) -> str | None:
+    """The `X-Trino-Source` header, else the `User-Agent`."""
+    return trino_source or user_agent
+
+
+def require_json(request: Request) -> None:
     """A body that is not declared JSON would be ignored silently and export everything: refuse it."""
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     content_type = request.headers.get("content-type", "")
@@ -168,10 +192,9 @@ def create_options(
             description="Retry-safe create: the same key and body within 24 hours answer the same export.",
         ),
     ] = None,
-    trino_source: Annotated[str | None, Header(alias="X-Trino-Source", description="Recorded as clientSource.")] = None,
-    user_agent: Annotated[str | None, Header(alias="User-Agent", include_in_schema=False)] = None,
+    source_of_client: Annotated[str | None, Depends(client_source)] = None,
 ) -> CreateOptions:
-    return CreateOptions(body, wait, dry_run, idempotency_key, trino_source or user_agent)
+    return CreateOptions(body, wait, dry_run, idempotency_key, source_of_client)
 
 
 async def _create(
@@ -188,16 +211,11 @@ async def _create(
         response.status_code = 200
         columns = [ColumnView(**column) for column in preview.columns]
         return PreviewView(row_count=preview.row_count, columns=columns, sample=preview.sample)
-    requested_by = {
-        "user_id": key.user_id,
-        "user_name": key.user_name,
-        "api_key_prefix": key.prefix,
-        "client_source": (options.client_source or "api")[:CLIENT_SOURCE_LENGTH],
-    }
-    export_id = await run_in_threadpool(service.submit, export_request, requested_by, options.idempotency_key)
+    by = requested_by(key, options.client_source or "api")
+    export_id = await run_in_threadpool(service.submit, export_request, by, options.idempotency_key)
     response.headers["Location"] = f"{BASE.format(projectId=project_id)}/exports/{export_id}"
     if options.wait:
-        record = await _await_final(service, export_id, project_id, min(options.wait, MAX_CREATE_WAIT_SECONDS))
+        record = await await_final(service, export_id, project_id, min(options.wait, MAX_CREATE_WAIT_SECONDS))
         if record["status"] in FINAL_STATUSES:
             response.status_code = 200
             return await run_in_threadpool(_view, service, record, key)
@@ -221,7 +239,7 @@ CREATE_ROUTE: dict[str, Any] = {
         422: {"model": ErrorView, "description": "Idempotency-Key reused with another body."},
         503: {"model": ErrorView, "description": "The warehouse is unavailable right now."},
     },
-    "dependencies": [Depends(_require_json)],
+    "dependencies": [Depends(require_json)],
 }
 
 
@@ -280,13 +298,8 @@ def list_exports(
     unknown = sorted(set(statuses or []) - {s.value for s in ExportStatus})
     if unknown:
         raise HTTPException(400, f"unknown status {', '.join(unknown)}; use {', '.join(s.value for s in ExportStatus)}")
-    records = service.list(project_id, statuses, limit, _utc(created_before), _utc(created_after), search)
+    records = service.list(project_id, statuses, limit, as_utc(created_before), as_utc(created_after), search)
     return [_view(service, record, key) for record in records]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """A time without an offset is UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 @router.get("/exports/{id}", response_model=ExportView, responses=ERRORS, summary="Get an export")
@@ -303,7 +316,7 @@ async def get_export(
     ] = None,
 ) -> ExportView:
     """One export; with `wait`, the answer comes when it is final or the wait ends."""
-    record = await _await_final(service, export_id, project_id, min(wait or 0, MAX_GET_WAIT_SECONDS))
+    record = await await_final(service, export_id, project_id, min(wait or 0, MAX_GET_WAIT_SECONDS))
     return await run_in_threadpool(_view, service, record, key)
 
 
@@ -346,11 +359,6 @@ def cancel_export(service: Service, key: Caller, project_id: ProjectId, export_i
 )
 def delete_export(service: Service, key: Caller, project_id: ProjectId, export_id: ExportId) -> MessageView:
     """Remove every artifact and the record; a running export is cancelled first."""
-    record = service.get(export_id, project_id)
-    require_owner(key, record, "delete")
-    if record["status"] not in FINAL_STATUSES:
-        record = service.cancel_and_settle(export_id, project_id, CANCEL_WAIT_SECONDS)
-        if record["status"] not in FINAL_STATUSES:
-            raise HTTPException(409, f"export {export_id} is still stopping; try again in a moment")
-    service.delete(export_id, project_id)
-    return MessageView(message="Export deleted successfully")
+    require_owner(key, service.get(export_id, project_id), "delete")
+    service.remove(export_id, project_id, CANCEL_WAIT_SECONDS)
+    return MessageView(message=DELETED)

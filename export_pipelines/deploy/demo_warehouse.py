@@ -2,8 +2,8 @@
 
 `payment.charges` (with timestamps with time zone, decimals, booleans, nulls, unicode, text
 with delimiters, quotes and newlines, a nested struct, a list, a vector, system and cache
-plumbing columns), `payment.customers`, `payment.invoices` and the saved query
-`queries.charges_view`.
+plumbing columns), `payment.customers`, `payment.invoices`, `search.documents` (the fields of
+Mixpeek's export example, with a vector) and the saved query `queries.charges_view`.
 """
 
 import os
@@ -87,6 +87,24 @@ def build_demo_warehouse(path: Path, charges_rows: int = DEMO_CHARGES_ROWS) -> P
                 CASE WHEN i % 6 = 0 THEN NULL ELSE DATE '2024-03-01' + (i % 90)::INTEGER END AS due_date,
                 [{'sku': 'sku-' || (i % 10), 'qty': i % 4 + 1}] AS lines
             FROM range(20000) AS t(i)
+            """
+        )
+        connection.execute(
+            """
+            CREATE SCHEMA search;
+            CREATE TABLE search.documents AS
+            SELECT
+                'doc_' || lpad(i::VARCHAR, 5, '0') AS document_id,
+                ['John', 'Maria', 'john', 'Wei', 'Amara'][1 + i % 5] AS name,
+                20 + i % 45 AS age,
+                ['active', 'inactive', 'pending'][1 + i % 3] AS status,
+                ['admin', 'member', 'viewer', 'member'][1 + i % 4] AS role,
+                ['HR', 'Engineering', 'Sales', 'Support'][1 + (i // 3) % 4] AS department,
+                ['remote', 'office', 'hybrid'][1 + (i // 2) % 3] AS location,
+                {'title': 'Document ' || i, 'category': ['report', 'memo', 'invoice'][1 + i % 3]} AS metadata,
+                [cos(i)::FLOAT, sin(i)::FLOAT, (i % 7 / 7.0)::FLOAT]::FLOAT[3] AS embedding,
+                TIMESTAMPTZ '2024-01-01 00:00:00+00' + to_seconds(i * 600) AS created_at
+            FROM range(10000) AS t(i)
             """
         )
         connection.execute("CREATE SCHEMA queries")

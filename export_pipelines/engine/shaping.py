@@ -145,8 +145,8 @@ def order_rows(relation: duckdb.DuckDBPyRelation, order_by: list[str]) -> duckdb
 
 
 def row_key(relation: duckdb.DuckDBPyRelation) -> str | None:
-    """The column that identifies a row: `id`, else `_id`."""
-    return next((name for name in ("id", "_id") if name in relation.columns), None)
+    """The column that identifies a row: `id`, else `_id`, else `document_id` (Mixpeek's documents)."""
+    return next((name for name in ("id", "_id", "document_id") if name in relation.columns), None)
 
 
 def column_rules(relation: duckdb.DuckDBPyRelation, include_system_columns: bool) -> ColumnRules:

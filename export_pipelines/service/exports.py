@@ -180,6 +180,16 @@ class ExportService:
         self.store.delete(export_id)
         return deleted
 
+    def remove(self, export_id: str, project_id: str | None, timeout: float) -> None:
+        """Delete an export whatever its state: a PENDING or RUNNING one is cancelled first (waiting
+        up to `timeout` seconds for its run to stop; ExportConflict if it has not by then)."""
+        record = self.get(export_id, project_id)
+        if record["status"] not in FINAL_STATUSES:
+            record = self.cancel_and_settle(export_id, project_id, timeout)
+            if record["status"] not in FINAL_STATUSES:
+                raise ExportConflict(f"export {export_id} is still stopping; try again in a moment")
+        self.delete(export_id, project_id)
+
     def list(
         self,
         project_id: str,
