@@ -2,13 +2,16 @@
 webserver and a real daemon): an export created over HTTP is run by the daemon and answered by a
 synchronous create; a RUNNING export is cancelled over HTTP (CANCELLED, no object left) and
 another one deleted while running (cancelled first, then gone, artifacts and record); the progress
-of a large export moves in the API, shows in the CLI and on the run page."""
+of a large export moves in the API, shows in the CLI and on the run page; a create launches its run
+at once and the request sensor's own request for it launches nothing more."""
 
 import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
+import uuid
 
 import dagster as dg
 import requests
@@ -102,3 +105,30 @@ def test_progress_moves_in_the_api_the_cli_and_the_run_page(deployment: Deployme
     assert logged and all(logged), messages  # writing takes seconds: a line a second on the run page
     percents = [int(match.group(2)) for match in logged if match]
     assert percents == sorted(set(percents)) and percents[-1] < 100, percents
+
+
+def test_a_create_launches_its_run_at_once_and_the_sensor_adds_none(deployment: Deployment) -> None:
+    project = f"launch-{uuid.uuid4().hex[:8]}"
+    keys = ApiKeyStore(engine_for(deployment.environment["EXPORTS_DATABASE_URL"]))
+    client = Client(deployment.api_url, keys.create("lee", project)[0])
+    body = {"format": "CSV", "compression": "GZIP", "limit": 600_000}
+    # Six at once in one project: its concurrency limit (2) keeps the last ones PENDING for a few
+    # of the request sensor's ticks, so the sensor asks for their runs too.
+    ids = [client.create_table(project, "payment.large_charges", body).json()["id"] for _ in range(6)]
+    with deployment.settings(), dg.DagsterInstance.get() as instance:
+
+        def runs_of(export_id: str) -> list[dg.DagsterRun]:
+            return instance.get_runs(dg.RunsFilter(tags={"export_id": export_id}))
+
+        def sensor_requested() -> set[str]:
+            [state] = [s for s in instance.all_instigator_state() if s.name == "export_request_sensor"]
+            return set(json.loads(state.instigator_data.cursor or "{}").get("requested", {}))
+
+        for export_id in ids:  # launched by the API, before any tick could have
+            wait_for(lambda export_id=export_id: runs_of(export_id), f"a run for {export_id}", timeout=60)
+        wait_for(lambda: sensor_requested() & set(ids), "the request sensor to ask for one of them", timeout=300)
+        for export_id in ids:
+            assert deployment.wait_status(export_id, {"SUCCEEDED", "FAILED"})["status"] == "SUCCEEDED"
+        for export_id in ids:
+            [run] = runs_of(export_id)  # the sensor's requests found the run and launched nothing more
+            assert run.tags["client_source"] == "api" and run.tags["dagster/run_key"] == export_id

@@ -18,6 +18,7 @@ from export_pipelines.api.exports import (
     CANCEL_WAIT_SECONDS,
     DELETED,
     client_source,
+    launch_soon,
     requested_by,
     require_json,
 )
@@ -176,6 +177,7 @@ async def create_export(
     export_request = body.as_request(key.project_id or "")
     by = requested_by(key, source_of_client or "exelensia")
     export_id = await run_in_threadpool(service.submit, export_request, by)
+    launch_soon(service, export_id)
     return _view(await run_in_threadpool(service.get, export_id))
 
 

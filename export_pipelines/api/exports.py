@@ -130,6 +130,12 @@ async def await_final(service: ExportService, export_id: str, project_id: str, t
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0)))
 
 
+def launch_soon(service: ExportService, export_id: str) -> None:
+    """Launch the export's run in the background, without holding up the answer (the request
+    sensor launches it if this does not)."""
+    asyncio.get_running_loop().run_in_executor(None, service.launch, export_id, "api")
+
+
 def requested_by(key: ApiKey, client_source: str) -> dict[str, str | None]:
     """Who creates an export over HTTP: the key's user, the key, the client."""
     return {
@@ -213,6 +219,7 @@ async def _create(
         return PreviewView(row_count=preview.row_count, columns=columns, sample=preview.sample)
     by = requested_by(key, options.client_source or "api")
     export_id = await run_in_threadpool(service.submit, export_request, by, options.idempotency_key)
+    launch_soon(service, export_id)
     response.headers["Location"] = f"{BASE.format(projectId=project_id)}/exports/{export_id}"
     if options.wait:
         record = await await_final(service, export_id, project_id, min(options.wait, MAX_CREATE_WAIT_SECONDS))

@@ -16,6 +16,7 @@ from export_pipelines.api.exports import (
     MAX_CREATE_WAIT_SECONDS,
     await_final,
     client_source,
+    launch_soon,
     requested_by,
     require_json,
 )
@@ -110,6 +111,7 @@ async def export_collection(
     project_id = key.project_id or ""
     by = requested_by(key, source_of_client or "mixpeek")
     export_id = await run_in_threadpool(service.submit, body.as_request(project_id, collection), by)
+    launch_soon(service, export_id)
     record = await await_final(service, export_id, project_id, wait)
     if record["status"] not in FINAL_STATUSES:
         response.status_code = 202

@@ -46,12 +46,17 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
             "EXPORTS_WAREHOUSE": str(warehouse),
             "EXPORTS_DATABASE_URL": os.environ.get("EXPORTS_DATABASE_URL") or f"sqlite:///{data_dir / 'exports.db'}",
             "EXPORTS_BROKER_URL": os.environ.get("EXPORTS_BROKER_URL") or f"filesystem://{data_dir / 'broker'}",
+            # Doors (the REST API, the CLI) launch runs at once through the webserver's GraphQL API.
+            "DAGSTER_UI_URL": f"http://127.0.0.1:{port}",
             # The venv's own commands (celery, dagster) for the processes started here.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         # The export-pipelines commands of another shell find the running deployment here.
-        exported = {k: v for k, v in environment.items() if k.startswith(("EXPORTS_", "AWS_")) or k == "DAGSTER_HOME"}
-        exported["DAGSTER_UI_URL"] = f"http://127.0.0.1:{port}"
+        exported = {
+            k: v
+            for k, v in environment.items()
+            if k.startswith(("EXPORTS_", "AWS_")) or k in ("DAGSTER_HOME", "DAGSTER_UI_URL")
+        }
         exported["EXPORTS_API_URL"] = f"http://127.0.0.1:{api_port}"
         dev_file = data_dir / DEV_ENVIRONMENT_FILE
         dev_file.write_text(json.dumps(exported))

@@ -17,10 +17,11 @@ from export_pipelines.engine.request import InvalidRequest
 from export_pipelines.engine.steps import validate
 from export_pipelines.engine.warehouse import WarehouseResource, open_hardened
 from export_pipelines.orchestration.jobs import export_job
+from export_pipelines.orchestration.launch import REQUEST_SENSOR, attempt_tags, run_request_for
 from export_pipelines.orchestration.request_check import parse_request
 from export_pipelines.orchestration.run_outcome import settle_export
 from export_pipelines.store.exports import ExportStore, ExportStoreResource, run_key
-from export_pipelines.store.tables import REQUESTED_BY_COLUMNS, ExportStatus
+from export_pipelines.store.tables import ExportStatus
 
 BATCH_SIZE = 50
 STRAGGLERS_PER_TICK = 10
@@ -38,18 +39,6 @@ def _load_cursor(raw: str | None) -> tuple[datetime | None, dict[str, str]]:
 
 def _dump_cursor(high_water: datetime | None, requested: dict[str, str]) -> str:
     return json.dumps({"high_water": high_water.isoformat() if high_water else None, "requested": requested})
-
-
-def _attempt_tags(record: dict[str, Any]) -> dict[str, str]:
-    return {"export_id": record["id"], "export_attempt": str(record["attempt"])}
-
-
-def run_tags(record: dict[str, Any]) -> dict[str, str]:
-    """Tags that let the UI filter runs by export, project and owner (and set concurrency)."""
-    tags = {**_attempt_tags(record), "project_id": record["project_id"], "client_source": "table"}
-    if record.get("user_id"):
-        tags["user_id"] = record["user_id"]
-    return tags
 
 
 class _WarehouseChecks:
@@ -92,16 +81,11 @@ def _run_request(record: dict[str, Any], checks: _WarehouseChecks, store: Export
         store.finish_unfinished(record["id"], ExportStatus.FAILED, str(error))
         log.info(f"export {record['id']} FAILED before launch: {error}")
         return []
-    requested_by = {
-        **run_config.get("requested_by", {}),
-        **{k: record[k] for k in REQUESTED_BY_COLUMNS if record.get(k)},
-    }
-    requested_by.setdefault("client_source", "table")
-    run_config = {**run_config, "export_id": record["id"], "requested_by": requested_by}
-    return [dg.RunRequest(run_key=run_key(record), run_config=run_config, tags=run_tags(record))]
+    return [run_request_for(record, run_config)]
 
 
 @dg.sensor(
+    name=REQUEST_SENSOR,
     job=export_job,
     minimum_interval_seconds=2,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -130,7 +114,7 @@ def export_request_sensor(
             # Stragglers: rows older than the look-back (a very late commit, an explicit old
             # created_at) that no run was ever launched for.
             for record in store.pending(None, STRAGGLERS_PER_TICK, created_before=since):
-                if context.instance.get_runs(dg.RunsFilter(tags=_attempt_tags(record)), limit=1):
+                if context.instance.get_runs(dg.RunsFilter(tags=attempt_tags(record)), limit=1):
                     continue
                 context.log.warning(f"straggler export {record['id']}: no run was ever launched for it")
                 run_requests += _run_request(record, checks, store, context.log)

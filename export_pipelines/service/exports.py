@@ -1,11 +1,12 @@
 """The export service as a Python API: what every door (sensor, CLI, the REST API) calls.
 
 `submit` checks a request exactly as `export_job` would and queues it in the request table;
-the request sensor launches it. Nothing here runs an export itself.
+the request sensor launches it, or `launch` does at once. Nothing here runs an export itself.
 """
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,11 +20,14 @@ from export_pipelines.engine.artifacts import ExportS3Resource, delete_export_ob
 from export_pipelines.engine.policy import ExportPolicy
 from export_pipelines.engine.steps import Preview, preview, validate
 from export_pipelines.engine.warehouse import WarehouseResource
+from export_pipelines.orchestration.launch import launch_now, run_request_for
 from export_pipelines.orchestration.request_check import parse_request
 from export_pipelines.orchestration.run_outcome import settle_export
+from export_pipelines.settings import optional_env
 from export_pipelines.store.exports import ExportConflict, ExportStore, ExportStoreResource
 from export_pipelines.store.tables import FINAL_STATUSES, ExportStatus
 
+logger = logging.getLogger(__name__)
 MAX_PAGE_SIZE = 200
 WAIT_POLL_SECONDS = 0.2
 
@@ -86,6 +90,25 @@ class ExportService:
             body = json.dumps({k: v for k, v in run_config.items() if k != "requested_by"}, sort_keys=True)
             idempotency = (idempotency_key, hashlib.sha256(body.encode()).hexdigest())
         return self.store.insert(export_id, parsed.project_id, record, who, described, idempotency)
+
+    def launch(self, export_id: str, launched_by: str) -> str | None:
+        """Launch a PENDING export's run now, through the Dagster webserver at $DAGSTER_UI_URL,
+        rather than on the request sensor's next tick (which then finds the run and launches
+        nothing more). Returns the run id; None when no webserver is configured, the export is no
+        longer PENDING, or the launch failed (logged: the sensor launches it instead)."""
+        from dagster_graphql import DagsterGraphQLClientError
+
+        dagster_url = optional_env("DAGSTER_UI_URL")
+        record = self.store.get(export_id)
+        if dagster_url is None or record is None or record["status"] != ExportStatus.PENDING:
+            return None
+        run_config, _parsed = parse_request(record["request"])
+        run_request = run_request_for(record, {**run_config, "project_id": record["project_id"]}, launched_by)
+        try:
+            return launch_now(run_request, dagster_url)
+        except (DagsterGraphQLClientError, OSError) as error:
+            logger.warning("export %s left to the request sensor: launching at once failed: %s", export_id, error)
+            return None
 
     def preview(self, request: str | Mapping[str, Any]) -> Preview:
         """What `request` would export (row count, columns, first rows), checked like a submit;
