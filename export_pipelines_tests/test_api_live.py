@@ -126,9 +126,13 @@ def test_a_create_launches_its_run_at_once_and_the_sensor_adds_none(deployment: 
 
         for export_id in ids:  # launched by the API, before any tick could have
             wait_for(lambda export_id=export_id: runs_of(export_id), f"a run for {export_id}", timeout=60)
+        retried = {"headers": {"Idempotency-Key": f"retry-{uuid.uuid4().hex}"}}
+        ids.append(client.create_table(project, "payment.invoices", {"limit": 10}, **retried).json()["id"])
+        wait_for(lambda: runs_of(ids[-1]), f"a run for {ids[-1]}", timeout=60)
+        assert client.create_table(project, "payment.invoices", {"limit": 10}, **retried).json()["id"] == ids[-1]
         wait_for(lambda: sensor_requested() & set(ids), "the request sensor to ask for one of them", timeout=300)
         for export_id in ids:
             assert deployment.wait_status(export_id, {"SUCCEEDED", "FAILED"})["status"] == "SUCCEEDED"
         for export_id in ids:
-            [run] = runs_of(export_id)  # the sensor's requests found the run and launched nothing more
+            [run] = runs_of(export_id)  # the sensor's requests (and a retried create) launched nothing more
             assert run.tags["client_source"] == "api" and run.tags["dagster/run_key"] == export_id

@@ -20,7 +20,7 @@ from export_pipelines.engine.artifacts import ExportS3Resource, delete_export_ob
 from export_pipelines.engine.policy import ExportPolicy
 from export_pipelines.engine.steps import Preview, preview, validate
 from export_pipelines.engine.warehouse import WarehouseResource
-from export_pipelines.orchestration.launch import launch_now, run_request_for
+from export_pipelines.orchestration.launch import attempt_tags, launch_now, run_request_for
 from export_pipelines.orchestration.request_check import parse_request
 from export_pipelines.orchestration.run_outcome import settle_export
 from export_pipelines.settings import optional_env
@@ -95,13 +95,16 @@ class ExportService:
         """Launch a PENDING export's run now, through the Dagster webserver at $DAGSTER_UI_URL,
         rather than on the request sensor's next tick (which then finds the run and launches
         nothing more). Returns the run id; None when no webserver is configured, the export is no
-        longer PENDING, or the launch failed (logged: the sensor launches it instead)."""
+        longer PENDING or has a run already, or the launch failed (logged: the sensor launches it
+        instead)."""
         from dagster_graphql import DagsterGraphQLClientError
 
         dagster_url = optional_env("DAGSTER_UI_URL")
         record = self.store.get(export_id)
         if dagster_url is None or record is None or record["status"] != ExportStatus.PENDING:
             return None
+        if self.instance is not None and self.instance.get_runs(dg.RunsFilter(tags=attempt_tags(record)), limit=1):
+            return None  # launched already (a retried create with the same Idempotency-Key)
         run_config, _parsed = parse_request(record["request"])
         run_request = run_request_for(record, {**run_config, "project_id": record["project_id"]}, launched_by)
         try:
