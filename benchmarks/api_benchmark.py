@@ -3,8 +3,9 @@ daemon, the API), then the API alone on a request table no daemon drains.
 
 Prints the create → 202 latency (median and p99) under concurrent clients, each create checked
 against the warehouse catalog before its 202 (goal: median <= 30 ms under 20 clients), the same
-for GET of one export, and create → SUCCEEDED of a 1,000-row CSV export through the API
-(`?wait=`), which includes the request sensor and the run.
+for GET of one export, the dry run (preview) of the demo's largest table (goal: under 1 s), and
+create → SUCCEEDED of a 1,000-row CSV export through the API (`?wait=`), which includes launching
+the run (at once, through the webserver) and the run.
 
     uv run python benchmarks/api_benchmark.py [--clients 20] [--creates 25] [--samples 5]
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import requests
 
 from export_pipelines.deploy.api_server import running_api
-from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
+from export_pipelines.deploy.demo_warehouse import DEMO_CHARGES_ROWS, build_demo_warehouse
 from export_pipelines.deploy.dev import running_dev_deployment
 from export_pipelines.deploy.local_s3 import free_ports
 from export_pipelines.store.api_keys import ApiKeyStore
@@ -113,6 +114,13 @@ def main() -> None:
                 assert session.get(get_url, headers=headers).status_code == 200
 
             print(summary(f"get one export under {args.clients} clients", concurrent(args.clients, 25, get)))
+
+            def preview(session: requests.Session, _number: int) -> None:
+                answer = session.post(url.format(project="bench-preview") + "?dryRun=true", json={}, headers=headers)
+                assert answer.status_code == 200 and answer.json()["rowCount"] == DEMO_CHARGES_ROWS, answer.text
+
+            largest = f"dry run of the demo's largest table (payment.charges, {DEMO_CHARGES_ROWS:,} rows), one client"
+            print(summary(largest, concurrent(1, 20, preview), " (goal: under 1 s)"))
 
 
 if __name__ == "__main__":
