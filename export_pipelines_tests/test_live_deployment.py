@@ -37,6 +37,9 @@ def test_rows_inserted_into_the_table_are_exported(deployment: Deployment) -> No
         assert record["status"] == "SUCCEEDED", record["error"]
         assert record["row_count"] == rows and record["run_id"] and record["started_at"] <= record["finished_at"]
         assert record["client_source"] == "table" and record["user_id"] == "e2e"
+        with deployment.settings(), dg.DagsterInstance.get() as instance:
+            [run] = instance.get_runs(dg.RunsFilter(tags={"export_id": export_id}))
+        assert run.tags["export_launch"] == "at_once"  # by the API's watch of the table, not the sensor
         for link in deployment.links(export_id):
             assert hashlib.sha256(download(link["url"])).hexdigest() == link["sha256"]
 

@@ -2,18 +2,21 @@
 recorded end to end on PostgreSQL. PostgreSQL must be reachable (see conftest.postgres_url)."""
 
 import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 
 from export_pipelines.store.database import engine_for, migrate
 from export_pipelines.store.exports import ExportConflict, ExportStore
+from export_pipelines.store.tables import ExportStatus
 from export_pipelines_tests.conftest import ExportEnvironment, table_columns
 
 SPEC_COLUMNS = {
     "id", "project_id", "status", "request", "source", "format", "compression", "created_at", "started_at",
     "finished_at", "row_count", "bytes", "duration_ms", "files", "error", "run_id", "user_id", "user_name",
-    "api_key_prefix", "client_source", "attempt", "name", "rows_written", "total_rows",
+    "api_key_prefix", "client_source", "attempt", "name", "rows_written", "total_rows", "launched_attempt",
 }  # fmt: skip
 
 
@@ -72,6 +75,22 @@ def test_producer_insert_gets_defaults_and_moves_through_statuses(database_url: 
     assert record["finished_at"] >= record["started_at"]
     with pytest.raises(ExportConflict, match="already SUCCEEDED"):
         store.start(export_id, "p1", {}, None, run_id="run-3")
+
+
+def test_one_launcher_claims_each_attempt(database_url: str) -> None:
+    """However many processes watch the table, one launches each attempt of an export."""
+    store = ExportStore(engine_for(database_url))
+    export_id = store.insert(str(uuid.uuid4()), "p-claim", {"source": {"table": "payment.charges"}})
+    assert export_id in {record["id"] for record in store.unlaunched(1000)}
+    with ThreadPoolExecutor(8) as pool:
+        claims = list(pool.map(lambda _n: store.claim_launch(export_id, 0), range(8)))
+    assert claims.count(True) == 1 and export_id not in {record["id"] for record in store.unlaunched(1000)}
+    store.finish_unfinished(export_id, ExportStatus.FAILED, "boom")
+    assert store.retry(export_id) == 1  # a new attempt is launched anew
+    assert export_id in {record["id"] for record in store.unlaunched(1000)}
+    assert store.claim_launch(export_id, 0) is False and store.claim_launch(export_id, 1) is True
+    store.finish_unfinished(export_id, ExportStatus.CANCELLED, "cancelled")
+    assert store.claim_launch(export_id, 1) is False
 
 
 def test_export_recorded_on_postgresql(export_env: ExportEnvironment, postgres_url: str, monkeypatch) -> None:

@@ -16,6 +16,7 @@ from export_pipelines.api.body_limit import BodyLimit
 from export_pipelines.api.errors import error_response, install_error_handlers
 from export_pipelines.api.schemas import ErrorView, HealthView
 from export_pipelines.service.exports import ExportService
+from export_pipelines.service.table_watch import start_watching
 from export_pipelines.settings import optional_env
 from export_pipelines.store.api_keys import ApiKeyStore
 
@@ -40,7 +41,10 @@ def create_app(service: ExportService | None = None, keys: ApiKeyStore | None = 
         instance = dg.DagsterInstance.get() if optional_env("DAGSTER_HOME") else None
         app.state.service = service or ExportService.from_environment(instance)
         app.state.keys = keys or ApiKeyStore(app.state.service.store.engine)
+        watching = start_watching(app.state.service) if optional_env("DAGSTER_UI_URL") else None
         yield
+        if watching is not None:
+            watching.set()
 
     app = FastAPI(
         title="export_pipelines REST API",

@@ -19,6 +19,7 @@ REQUEST_SENSOR = "export_request_sensor"
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 GRAPHQL_TIMEOUT_SECONDS = 30
+LAUNCH_TAG, LAUNCHED_AT_ONCE = "export_launch", "at_once"  # tells runs launched at once from the sensor's
 
 
 def attempt_tags(record: dict[str, Any]) -> dict[str, str]:
@@ -60,5 +61,10 @@ def launch_now(run_request: dg.RunRequest, dagster_url: str) -> str:
         path_prefix=address.path.rstrip("/"),
     )
     assert run_request.run_key is not None
-    tags = {**run_request.tags, RUN_KEY_TAG: run_request.run_key, SENSOR_NAME_TAG: REQUEST_SENSOR}
+    tags = {
+        **run_request.tags,
+        RUN_KEY_TAG: run_request.run_key,
+        SENSOR_NAME_TAG: REQUEST_SENSOR,
+        LAUNCH_TAG: LAUNCHED_AT_ONCE,
+    }
     return client.submit_job_execution("export_job", run_config=run_request.run_config, tags=tags)

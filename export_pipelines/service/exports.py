@@ -18,6 +18,7 @@ import dagster as dg
 
 from export_pipelines.engine.artifacts import ExportS3Resource, delete_export_objects, presigned_links
 from export_pipelines.engine.policy import ExportPolicy
+from export_pipelines.engine.request import InvalidRequest
 from export_pipelines.engine.steps import Preview, preview, validate
 from export_pipelines.engine.warehouse import WarehouseResource
 from export_pipelines.orchestration.launch import attempt_tags, launch_now, run_request_for
@@ -95,22 +96,25 @@ class ExportService:
         """Launch a PENDING export's run now, through the Dagster webserver at $DAGSTER_UI_URL,
         rather than on the request sensor's next tick (which then finds the run and launches
         nothing more). Returns the run id; None when no webserver is configured, the export is no
-        longer PENDING or has a run already, or the launch failed (logged: the sensor launches it
-        instead)."""
+        longer PENDING, another launcher claimed it, or its request does not check out or the
+        launch failed (logged: the sensor then launches it, or fails it with the reason)."""
         from dagster_graphql import DagsterGraphQLClientError
 
         dagster_url = optional_env("DAGSTER_UI_URL")
         record = self.store.get(export_id)
-        if dagster_url is None or record is None or record["status"] != ExportStatus.PENDING:
+        if dagster_url is None or record is None or not self.store.claim_launch(export_id, record["attempt"]):
             return None
         if self.instance is not None and self.instance.get_runs(dg.RunsFilter(tags=attempt_tags(record)), limit=1):
-            return None  # launched already (a retried create with the same Idempotency-Key)
-        run_config, _parsed = parse_request(record["request"])
-        run_request = run_request_for(record, {**run_config, "project_id": record["project_id"]}, launched_by)
+            return None  # the request sensor was quicker
         try:
+            run_config, parsed = parse_request(record["request"])
+            if self.warehouse is not None:  # rows from the request table were never checked
+                with self.warehouse.catalog_connection() as connection:
+                    validate(parsed.model_copy(update={"project_id": record["project_id"]}), export_id, connection)
+            run_request = run_request_for(record, {**run_config, "project_id": record["project_id"]}, launched_by)
             return launch_now(run_request, dagster_url)
-        except (DagsterGraphQLClientError, OSError) as error:
-            logger.warning("export %s left to the request sensor: launching at once failed: %s", export_id, error)
+        except (InvalidRequest, DagsterGraphQLClientError, OSError) as error:
+            logger.warning("export %s left to the request sensor: %s", export_id, error)
             return None
 
     def preview(self, request: str | Mapping[str, Any]) -> Preview:

@@ -154,6 +154,40 @@ class ExportStore:
         """Record the resolved `source`, `format`, `compression` and `name`."""
         self._update(export_id, **described)
 
+    def claim_launch(self, export_id: str, attempt: int) -> bool:
+        """Claim the launch of a PENDING export's attempt; True for exactly one caller, whatever
+        the number of processes asking."""
+        unclaimed = sa.or_(export_requests.c.launched_attempt.is_(None), export_requests.c.launched_attempt < attempt)
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                export_requests.update()
+                .where(
+                    export_requests.c.id == export_id,
+                    export_requests.c.attempt == attempt,
+                    export_requests.c.status == ExportStatus.PENDING.value,
+                    unclaimed,
+                )
+                .values(launched_attempt=attempt)
+            )
+        return result.rowcount == 1
+
+    def unlaunched(self, limit: int) -> list[dict[str, Any]]:
+        """PENDING exports whose current attempt no door has claimed to launch, oldest first."""
+        query = (
+            sa.select(export_requests)
+            .where(
+                export_requests.c.status == ExportStatus.PENDING.value,
+                sa.or_(
+                    export_requests.c.launched_attempt.is_(None),
+                    export_requests.c.launched_attempt < export_requests.c.attempt,
+                ),
+            )
+            .order_by(export_requests.c.created_at, export_requests.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [_decode(row) for row in connection.execute(query).mappings()]
+
     def progress(self, export_id: str, rows_written: int, total_rows: int) -> None:
         """Record how far a RUNNING export's writing has come."""
         self._update(export_id, rows_written=rows_written, total_rows=total_rows)

@@ -71,6 +71,8 @@ export_requests = sa.Table(
     # Beyond the SPEC: live progress of a RUNNING export (rows written so far, of the total).
     sa.Column("rows_written", sa.BigInteger),
     sa.Column("total_rows", sa.BigInteger),
+    # Beyond the SPEC: the attempt whose run a door has claimed to launch at once (one launcher).
+    sa.Column("launched_attempt", sa.Integer),
     sa.Index("ix_export_requests_status_created", "status", "created_at"),
     sa.Index("ix_export_requests_project_created", "project_id", "created_at"),
 )
