@@ -9,6 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 uv:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==0.13.8"
 	@$(UV) sync --locked --quiet
+	@.venv/bin/python -m compileall -q export_pipelines   # the venv is compiled by uv (pyproject: compile-bytecode)
 
 test-tools:
 	@command -v chromium >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v jq >/dev/null 2>&1 || { \

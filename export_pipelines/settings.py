@@ -20,6 +20,7 @@ EMBEDDED_DEFAULTS: dict[str, str] = {
     "EXPORTS_RETENTION": "P7D",
     "EXPORTS_URL_TTL": "3600",
     "EXPORTS_BROKER_URL": "filesystem://.data/broker",
+    "EXPORTS_CACHE_DIR": ".data/cache",
 }
 
 

@@ -7,6 +7,8 @@ key prefix and its own SQLite request table, so tests never see each other's exp
 import contextlib
 import os
 import re
+import signal
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -22,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
+from export_pipelines.deploy.dev import PROJECT_ROOT
 from export_pipelines.deploy.local_s3 import LocalS3, run_local_s3
 from export_pipelines.engine.artifacts import list_keys
 from export_pipelines.orchestration.jobs import export_job
@@ -166,6 +169,24 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180) -> A
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+@contextlib.contextmanager
+def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    """`command` in a session of its own (so that stopping it stops what it started), its output in `log`."""
+    output = open(log, "w")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        command, env=env, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def download(url: str) -> bytes:
     """The body behind a (presigned) link."""
     with urllib.request.urlopen(url, timeout=60) as response:
@@ -193,9 +214,29 @@ def api_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return warehouse
 
 
+@pytest.fixture(scope="session")
+def api_catalog() -> Iterator[str]:
+    """A PostgreSQL database as the REST API tests' catalog: `public.charges` (1,000 rows)."""
+    with fresh_postgres_database("api_catalog") as url:
+        with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TABLE public.charges (id bigint PRIMARY KEY, amount numeric(12,2), currency text, "
+                "updated_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cursor.execute(
+                "INSERT INTO public.charges SELECT g, g / 8.0, CASE WHEN g % 3 = 0 THEN 'USD' ELSE 'EUR' END, "
+                "timestamptz '2024-01-01' + g * interval '1 minute' FROM generate_series(1, 1000) g"
+            )
+        yield url
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def api_server(
-    request: pytest.FixtureRequest, s3_server: LocalS3, api_warehouse: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    s3_server: LocalS3,
+    api_warehouse: Path,
+    api_catalog: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator["ApiServer"]:
     """`export-pipelines api` over its own request table, on SQLite and on PostgreSQL."""
     from export_pipelines_tests.rest import running_api
@@ -212,5 +253,46 @@ def api_server(
             "EXPORTS_DATABASE_URL": database_url,
             "EXPORTS_BUCKET": BUCKET,
             "EXPORTS_PREFIX": f"api-{request.param}/",
+            "EXPORTS_CATALOGS": str(_catalogs_file(folder / "catalogs.yaml", api_catalog)),
+            "EXPORTS_CACHE_DIR": str(folder / "cache"),
         }
         yield stack.enter_context(running_api(settings, folder / "api.log"))
+
+
+CATALOG_ID = "627249916703408649"  # the catalog id of the cache API's own example
+
+
+@dataclass
+class CatalogEnvironment:
+    """A test's cached-tables setup: a PostgreSQL database as catalog `stripe`, declared in a catalogs
+    file, a cache folder, on top of the test's export environment."""
+
+    exports: ExportEnvironment
+    url: str
+    catalogs_file: Path
+    cache_dir: Path
+
+    def sql(self, statement: str, *params: Any) -> None:
+        with psycopg2.connect(self.url) as connection, connection.cursor() as cursor:
+            cursor.execute(statement, params or None)
+
+    def rows(self, query: str) -> list[tuple]:
+        with psycopg2.connect(self.url) as connection, connection.cursor() as cursor:
+            cursor.execute(query)
+            return cursor.fetchall()
+
+
+def _catalogs_file(path: Path, url: str) -> Path:
+    """A catalogs file declaring the database at `url` as catalog `stripe`."""
+    path.write_text(f'catalogs:\n  - id: "{CATALOG_ID}"\n    name: stripe\n    url: {url}\n')
+    return path
+
+
+@pytest.fixture
+def catalog_env(export_env: ExportEnvironment, monkeypatch: pytest.MonkeyPatch) -> Iterator[CatalogEnvironment]:
+    with fresh_postgres_database("catalog") as url:
+        catalogs_file = _catalogs_file(export_env.tmp_path / "catalogs.yaml", url)
+        cache_dir = export_env.tmp_path / "cache"
+        monkeypatch.setenv("EXPORTS_CATALOGS", str(catalogs_file))
+        monkeypatch.setenv("EXPORTS_CACHE_DIR", str(cache_dir))
+        yield CatalogEnvironment(export_env, url, catalogs_file, cache_dir)

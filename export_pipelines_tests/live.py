@@ -84,7 +84,8 @@ def live_deployment(data_dir: Path) -> Iterator[Deployment]:
     with duckdb.connect(str(warehouse)) as connection:
         create_charges(connection, BIG_ROWS, table="payment.large_charges")
     environment = {**os.environ, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(BIG_ROWS)}
-    for name in ("EXPORTS_DATABASE_URL", "EXPORTS_S3_ENDPOINT_URL", "EXPORTS_PREFIX", "DAGSTER_HOME"):
+    own = ("EXPORTS_DATABASE_URL", "EXPORTS_S3_ENDPOINT_URL", "EXPORTS_PREFIX", "EXPORTS_CATALOGS", "EXPORTS_CACHE_DIR")
+    for name in (*own, "DAGSTER_HOME"):
         environment.pop(name, None)
     port, api_port = free_ports(2)
     with running_dev_deployment(data_dir, environment, port, api_port) as reached:

@@ -11,8 +11,11 @@ from typing import Any
 import dagster as dg
 import requests
 
+from export_pipelines.cache.resource import CachedTablesResource
+from export_pipelines.definitions import defs
 from export_pipelines.deploy.api_server import running_api as api_process
 from export_pipelines.engine.warehouse import WarehouseResource
+from export_pipelines.orchestration.cache_refresh import cache_refresh_sensor
 from export_pipelines.orchestration.jobs import export_job
 from export_pipelines.orchestration.sensors import export_request_sensor
 from export_pipelines.store.api_keys import ApiKeyStore
@@ -93,6 +96,36 @@ class Client:
     def delete(self, project: str, export_id: str) -> requests.Response:
         return self.request("DELETE", f"{BASE}/{project}/exports/{export_id}")
 
+    def cache(self, method: str, project: str, path: str = "", **kwargs: Any) -> requests.Response:
+        """A cache route: `{BASE}/{project}/cache{path}`."""
+        return self.request(method, f"{BASE}/{project}/cache{path}", **kwargs)
+
+
+def run_due_refreshes(server: ApiServer, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    """Tick the cache refresh sensor and run in process each refresh it asks for whose run key has no
+    run yet (as the daemon, with its run-key dedupe, and a worker would); returns those requests."""
+    with environment(server.settings):
+        with dg.build_sensor_context(instance=instance, resources={"cache": CachedTablesResource()}) as context:
+            result = cache_refresh_sensor(context)
+        for request in result.dynamic_partitions_requests or []:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        job = defs.resolve_job_def("cache_refresh_job")
+        launched = []
+        for run_request in result.run_requests:
+            key_tag = {"dagster/run_key": run_request.run_key}
+            if instance.get_runs(dg.RunsFilter(tags=key_tag), limit=1):
+                continue
+            job.execute_in_process(
+                partition_key=run_request.partition_key,
+                run_config=run_request.run_config,
+                tags={**run_request.tags, **key_tag},
+                instance=instance,
+                raise_on_error=False,
+            )
+            launched.append(run_request)
+        return launched
+
 
 def run_queued(server: ApiServer, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     """Tick the request sensor until it requests nothing more, running each requested run in
@@ -103,6 +136,7 @@ def run_queued(server: ApiServer, instance: dg.DagsterInstance) -> list[dg.RunRe
         resources = {
             "export_store": ExportStoreResource(database_url=server.settings["EXPORTS_DATABASE_URL"]),
             "warehouse": WarehouseResource(path=server.settings["EXPORTS_WAREHOUSE"]),
+            "cache": CachedTablesResource(database_url=server.settings["EXPORTS_DATABASE_URL"]),
         }
         while True:
             with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:

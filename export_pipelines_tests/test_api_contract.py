@@ -1,7 +1,7 @@
 """The REST API against its own live OpenAPI document, with Schemathesis: generated requests, valid
 and invalid by the schema, to every operation, with a partner key so that any project is reachable:
-once with every parameter generated, once on a project holding a SUCCEEDED and a PENDING export
-(so that answers showing real exports, files and links are checked too). No answer may be a 5xx,
+once with every parameter generated, once on a project holding a SUCCEEDED and a PENDING export and
+a cache entry (so that answers showing real exports, files, links and entries are checked too). No answer may be a 5xx,
 and every answer must be documented and match its schema. Bounded: 25 examples per operation and
 pass. `wait` is left out of generated queries (and 0 for Mixpeek's export, which waits by default): no
 run happens meanwhile, so a wait would only last. The Exelensia and Mixpeek routes act on the key's
@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from export_pipelines_tests.conftest import CATALOG_ID
 from export_pipelines_tests.rest import ApiServer, run_queued
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -42,10 +43,15 @@ def test_every_answer_is_documented_and_never_a_5xx(api_server: ApiServer) -> No
 
     schema = schemathesis.openapi.from_url(f"{api_server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 14  # 7 export routes, /healthz, 5 Exelensia routes and Mixpeek's
+    assert len(operations) == 19  # 7 export routes, 5 cache routes, /healthz, 5 Exelensia routes and Mixpeek's
     # The dialects act on the key's own project: a project key there, on the project of the exports.
     dialect_headers = {"Authorization": f"Bearer {api_server.new_key('fuzzer', project)}"}
-    passes = [{}] + [{"projectId": project, "id": export_id} for export_id in (succeeded, pending)]
+    cached = client.cache(
+        "POST", project, "/batch", json=[{"catalogId": CATALOG_ID, "schemaName": "public", "tableName": "charges"}]
+    )
+    passes = [{}] + [
+        {"projectId": project, "id": known} for known in (succeeded, pending, cached.json()[0]["cache"]["id"])
+    ]
     for operation in operations:
         for fixed in passes:
             if fixed and operation.method.upper() == "DELETE":

@@ -39,5 +39,14 @@ def test_sensors_are_on_by_default() -> None:
         "export_failure_sensor",
         "export_cancel_sensor",
         "export_reconciliation_sensor",
+        "cache_refresh_sensor",
+        "cache_refresh_failure_sensor",
     }
     assert all(sensor.default_status == dg.DefaultSensorStatus.RUNNING for sensor in names.values())
+
+
+def test_cached_tables_refresh_in_one_process_per_entry_partition() -> None:
+    job = defs.resolve_job_def("cache_refresh_job")
+    assert job.executor_def is dg.in_process_executor
+    assert isinstance(job.partitions_def, dg.DynamicPartitionsDefinition) and job.partitions_def.name == "cache_entries"
+    assert defs.resolve_assets_def("cached_tables").group_names_by_key[dg.AssetKey("cached_tables")] == "cache"

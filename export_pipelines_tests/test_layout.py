@@ -7,7 +7,7 @@ from pathlib import Path
 import export_pipelines
 
 # Lowest first; a module may import its own wing and any wing before it.
-WINGS = ["settings", "engine", "store", "orchestration", "definitions", "service", "api", "deploy", "cli"]
+WINGS = ["settings", "engine", "store", "cache", "orchestration", "definitions", "service", "api", "deploy", "cli"]
 PACKAGE = Path(export_pipelines.__file__).parent
 
 

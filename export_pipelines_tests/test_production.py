@@ -9,7 +9,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -26,7 +25,7 @@ from export_pipelines.deploy.local_s3 import LocalS3, free_ports
 from export_pipelines.store.database import engine_for
 from export_pipelines.store.exports import ExportStore
 from export_pipelines.store.tables import FINAL_STATUSES
-from export_pipelines_tests.conftest import BUCKET, environment, fresh_postgres_database, wait_for
+from export_pipelines_tests.conftest import BUCKET, environment, fresh_postgres_database, started, wait_for
 
 BURST = 12
 
@@ -56,23 +55,6 @@ def _pings(url: str) -> bool:
         return redis.Redis.from_url(url, socket_timeout=1).ping()
     except redis.RedisError:
         return False
-
-
-@contextlib.contextmanager
-def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    output = open(log, "w")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(
-        command, env=env, cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_production_configuration_runs_a_burst_on_postgres_and_redis(

@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from export_pipelines.cache.resource import CachedTablesResource
 from export_pipelines.engine.warehouse import WarehouseResource
 from export_pipelines.orchestration import sensors
 from export_pipelines.orchestration.jobs import export_job
@@ -74,6 +75,7 @@ def tick(instance, database_url: str, demo_warehouse: Path, cursor: str | None =
         resources={
             "export_store": ExportStoreResource(database_url=database_url),
             "warehouse": WarehouseResource(path=str(demo_warehouse)),
+            "cache": CachedTablesResource(database_url=database_url),
         },
     ) as context:
         return export_request_sensor(context)

@@ -92,6 +92,16 @@ def test_one_launcher_claims_each_attempt(database_url: str) -> None:
     store.finish_unfinished(export_id, ExportStatus.CANCELLED, "cancelled")
     assert store.claim_launch(export_id, 1) is False
 
+    # A door that launches its export itself reserves the launch when it inserts the row: the fast
+    # watch of the table leaves the row to it, and the door's own claim still has one winner.
+    reserved = store.insert(str(uuid.uuid4()), "p-claim", {"source": {"table": "payment.charges"}}, reserve_launch=True)
+    assert reserved not in {record["id"] for record in store.unlaunched(1000)}
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _n: store.claim_launch(reserved, 0), range(4))).count(True) == 1
+    store.finish_unfinished(reserved, ExportStatus.FAILED, "boom")
+    store.retry(reserved)  # a retry is anyone's to launch
+    assert reserved in {record["id"] for record in store.unlaunched(1000)}
+
 
 def test_export_recorded_on_postgresql(export_env: ExportEnvironment, postgres_url: str, monkeypatch) -> None:
     monkeypatch.setenv("EXPORTS_DATABASE_URL", postgres_url)

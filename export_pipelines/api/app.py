@@ -11,10 +11,12 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from export_pipelines.api import exelensia, exports, mixpeek
+from export_pipelines.api import cache, exelensia, exports, mixpeek
 from export_pipelines.api.body_limit import BodyLimit
 from export_pipelines.api.errors import error_response, install_error_handlers
 from export_pipelines.api.schemas import ErrorView, HealthView
+from export_pipelines.api.url_guard import RefuseNul
+from export_pipelines.service.cache import CacheService
 from export_pipelines.service.exports import ExportService
 from export_pipelines.service.table_watch import start_watching
 from export_pipelines.settings import optional_env
@@ -41,6 +43,7 @@ def create_app(service: ExportService | None = None, keys: ApiKeyStore | None = 
         instance = dg.DagsterInstance.get() if optional_env("DAGSTER_HOME") else None
         app.state.service = service or ExportService.from_environment(instance)
         app.state.keys = keys or ApiKeyStore(app.state.service.store.engine)
+        app.state.cache = CacheService(app.state.service.cache)
         watching = start_watching(app.state.service) if optional_env("DAGSTER_UI_URL") else None
         yield
         if watching is not None:
@@ -53,6 +56,7 @@ def create_app(service: ExportService | None = None, keys: ApiKeyStore | None = 
         lifespan=lifespan,
         openapi_tags=[
             {"name": "exports", "description": "Create, follow, download and remove exports."},
+            {"name": "cache", "description": "Cached copies of catalog tables, refreshed on schedules."},
             {
                 "name": "exelensia",
                 "description": "Exelensia's export routes, for its clients: `x-api-key`, snake_case.",
@@ -63,7 +67,9 @@ def create_app(service: ExportService | None = None, keys: ApiKeyStore | None = 
     install_error_handlers(app)
     app.openapi = lambda: _documented_errors(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RefuseNul)
     app.include_router(exports.router)
+    app.include_router(cache.router)
     app.include_router(exelensia.router)
     app.include_router(mixpeek.router)
 

@@ -10,8 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from export_pipelines.engine.request import InvalidRequest, UnknownSource
+from export_pipelines.engine.request import InvalidRequest, SourceNotReady, UnknownSource
 from export_pipelines.engine.warehouse import WarehouseUnavailable
+from export_pipelines.service.cache import CacheEntryNotFound
 from export_pipelines.service.exports import ExportExpired, ExportNotFinished, ExportNotFound
 from export_pipelines.store.exports import ExportConflict, IdempotencyConflict
 
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 STATUS_OF: dict[type[Exception], int] = {
     InvalidRequest: 400,
     UnknownSource: 404,
+    SourceNotReady: 409,
+    CacheEntryNotFound: 404,
     ExportNotFound: 404,
     ExportConflict: 409,
     ExportNotFinished: 409,

@@ -176,7 +176,7 @@ async def create_export(
     """Queue a CSV export of the rows of `schema_id` created within [start_date, end_date]."""
     export_request = body.as_request(key.project_id or "")
     by = requested_by(key, source_of_client or "exelensia")
-    export_id = await run_in_threadpool(service.submit, export_request, by)
+    export_id = await run_in_threadpool(service.submit, export_request, by, launching=True)
     launch_soon(service, export_id)
     return _view(await run_in_threadpool(service.get, export_id))
 

@@ -25,14 +25,13 @@ from export_pipelines.api.schemas import (
     PreviewView,
     ProgressView,
 )
-from export_pipelines.engine.request import UnknownSource
+from export_pipelines.engine.warehouse import WAREHOUSE_CATALOG
 from export_pipelines.service.exports import ExportService
 from export_pipelines.store.api_keys import ApiKey
 from export_pipelines.store.database import as_utc
 from export_pipelines.store.tables import FINAL_STATUSES, ExportStatus
 
 BASE = "/api/v1/data/projects/{projectId}"
-WAREHOUSE_CATALOG = "warehouse"
 MAX_GET_WAIT_SECONDS = 60
 MAX_CREATE_WAIT_SECONDS = 300
 CANCEL_WAIT_SECONDS = 30
@@ -98,7 +97,7 @@ def _view(service: ExportService, record: dict[str, Any], key: ApiKey) -> Export
         started_at=record["started_at"],
         finished_at=record["finished_at"],
         query_id=source.get("query"),
-        catalog_id=WAREHOUSE_CATALOG if table else None,
+        catalog_id=(source.get("catalog") or WAREHOUSE_CATALOG) if table else None,
         schema_name=schema_name if table else None,
         table_name=table_name if table else None,
         source=record["source"],
@@ -218,7 +217,7 @@ async def _create(
         columns = [ColumnView(**column) for column in preview.columns]
         return PreviewView(row_count=preview.row_count, columns=columns, sample=preview.sample)
     by = requested_by(key, options.client_source or "api")
-    export_id = await run_in_threadpool(service.submit, export_request, by, options.idempotency_key)
+    export_id = await run_in_threadpool(service.submit, export_request, by, options.idempotency_key, launching=True)
     launch_soon(service, export_id)
     response.headers["Location"] = f"{BASE.format(projectId=project_id)}/exports/{export_id}"
     if options.wait:
@@ -241,6 +240,7 @@ CREATE_ROUTE: dict[str, Any] = {
             "description": "With `wait`: the export, finished within the wait; with `dryRun`: the preview.",
         },
         202: {"model": CreatedView, "description": "Queued; poll the `Location`."},
+        409: {"model": ErrorView, "description": "A cached table whose first copy is not made yet."},
         413: {"model": ErrorView, "description": "Body over 1 MiB."},
         415: {"model": ErrorView, "description": "Body not sent as JSON."},
         422: {"model": ErrorView, "description": "Idempotency-Key reused with another body."},
@@ -276,10 +276,12 @@ async def create_table_export(
     table_name: Annotated[str, Path(alias="tableName", description="The table.", examples=["charges"])],
     options: Options,
 ) -> ExportView | CreatedView | PreviewView:
-    """Queue an export of a table of the catalog `warehouse`."""
+    """Queue an export of a table: of the warehouse (catalog `warehouse`), or the cached copy of a table of
+    another catalog (404 when the project has no cache entry for it, 409 before its first copy)."""
+    source = {"table": f"{schema_name}.{table_name}"}
     if catalog_id != WAREHOUSE_CATALOG:
-        raise UnknownSource(f"unknown catalog {catalog_id!r}; available: {WAREHOUSE_CATALOG}")
-    return await _create(response, service, key, project_id, {"table": f"{schema_name}.{table_name}"}, options)
+        source["catalog"] = catalog_id
+    return await _create(response, service, key, project_id, source, options)
 
 
 @router.get("/exports", response_model=list[ExportView], responses=ERRORS, summary="List exports")

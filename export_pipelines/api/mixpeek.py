@@ -110,7 +110,7 @@ async def export_collection(
     """Export the collection and answer with its file once written."""
     project_id = key.project_id or ""
     by = requested_by(key, source_of_client or "mixpeek")
-    export_id = await run_in_threadpool(service.submit, body.as_request(project_id, collection), by)
+    export_id = await run_in_threadpool(service.submit, body.as_request(project_id, collection), by, launching=True)
     launch_soon(service, export_id)
     record = await await_final(service, export_id, project_id, wait)
     if record["status"] not in FINAL_STATUSES:

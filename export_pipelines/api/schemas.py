@@ -176,3 +176,42 @@ class ErrorView(BaseModel):
 
 class HealthView(BaseModel):
     status: str = Field(description="`ok` while the request table is reachable.", examples=["ok"])
+
+
+class ScheduleView(BaseModel):
+    """A refresh schedule."""
+
+    type: str = Field(description="BASIC (an ISO-8601 duration) or CRON (five fields, UTC).", examples=["BASIC"])
+    expression: str = Field(description="`PT6H`, `P1D`, … or `0 */6 * * *`.", examples=["PT6H"])
+
+
+class CacheView(CamelView):
+    """A cache entry: a project's cached copy of a catalog table, and how it is kept fresh."""
+
+    id: str = Field(description="Cache entry id.")
+    app_id: str = Field(description="The project the entry belongs to.", examples=["acme"])
+    catalog_id: str = Field(description="The catalog of the table.", examples=["627249916703408649"])
+    schema_name: str = Field(description="Schema of the table.", examples=["public"])
+    table_name: str = Field(description="The table.", examples=["charges"])
+    incremental_cache_schedule: ScheduleView | None = Field(description="When incremental refreshes run.")
+    full_refresh_cache_schedule: ScheduleView | None = Field(description="When full refreshes run.")
+    status: str = Field(
+        description="PENDING (no copy yet), REFRESHING, READY (last refresh succeeded) or FAILED (last refresh "
+        "failed; the previous copy, if any, is still exported).",
+        examples=["READY"],
+    )
+    row_count: int | None = Field(description="Rows in the current copy.", examples=[1_000_000])
+    last_refresh_at: UtcTime | None = Field(description="Time of the source snapshot of the current copy.")
+    last_full_refresh_at: UtcTime | None = Field(description="Time of the last full refresh's snapshot.")
+    next_refresh_at: UtcTime | None = Field(description="When the next scheduled refresh falls due.")
+    error: str | None = Field(description="Why the last refresh failed.")
+    created_at: UtcTime = Field(description="When the entry was created.")
+    updated_at: UtcTime = Field(description="When the entry last changed.")
+
+
+class CacheBatchResultView(BaseModel):
+    """One item's answer in a batch create, in the order of the items."""
+
+    success: bool = Field(description="Whether the item created or updated its entry.")
+    error: str | None = Field(description="Why the item failed.")
+    cache: CacheView | None = Field(description="The entry, created or with its schedules updated.")

@@ -112,7 +112,7 @@ def _submit(service, args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_preview(service.preview(raw))
         return 0
-    export_id = service.submit(raw, {"user_id": args.user, "client_source": "cli"})
+    export_id = service.submit(raw, {"user_id": args.user, "client_source": "cli"}, launching=True)
     service.launch(export_id, "cli")
     console.print(f"submitted export [bold]{export_id}[/bold]")
     if not (args.wait or args.download):

@@ -5,7 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
-from export_pipelines.cli import commands, keys
+from export_pipelines.cli import cache, commands, keys
 from export_pipelines.settings import env
 
 
@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     subcommands.add_parser("migrate", help="create or migrate the export_requests table at $EXPORTS_DATABASE_URL")
     commands.register(subcommands)
     keys.register(subcommands)
+    cache.register(subcommands)
 
     args = parser.parse_args(argv)
-    for handlers in (commands.HANDLERS, keys.HANDLERS):
+    for handlers in (commands.HANDLERS, keys.HANDLERS, cache.HANDLERS):
         if args.command in handlers:
             return handlers[args.command](args)
     if args.command == "dev":

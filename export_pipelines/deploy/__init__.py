@@ -1,5 +1,5 @@
 """Running the service: the local S3 server (SeaweedFS), the demo warehouse, and the dev deployment
 that `make dev` starts.
 
-May import any wing below it: `settings`, `engine`, `store`, `orchestration`, `service`.
+May import any wing below it: `settings`, `engine`, `store`, `cache`, `orchestration`, `service`.
 """

@@ -23,6 +23,7 @@ CLI = [sys.executable, "-m", "export_pipelines.cli"]
 def run_dev(port: int, api_port: int, data_dir: Path) -> int:
     """Start the local S3 server, `dagster dev` (webserver + daemon), the REST API and a run worker
     (broker on local disk); Ctrl-C or SIGTERM stops them all."""
+    from export_pipelines.deploy.demo_catalog import build_demo_catalog
     from export_pipelines.deploy.demo_warehouse import build_demo_warehouse
     from export_pipelines.deploy.local_s3 import run_local_s3
 
@@ -34,6 +35,7 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
     if not warehouse.exists():
         print(f"building the demo warehouse at {warehouse} ...", flush=True)
         build_demo_warehouse(warehouse)
+    catalogs = os.environ.get("EXPORTS_CATALOGS") or str(build_demo_catalog(data_dir / "catalog"))
     dagster_home = data_dir / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -46,6 +48,8 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
             "EXPORTS_WAREHOUSE": str(warehouse),
             "EXPORTS_DATABASE_URL": os.environ.get("EXPORTS_DATABASE_URL") or f"sqlite:///{data_dir / 'exports.db'}",
             "EXPORTS_BROKER_URL": os.environ.get("EXPORTS_BROKER_URL") or f"filesystem://{data_dir / 'broker'}",
+            "EXPORTS_CATALOGS": catalogs,
+            "EXPORTS_CACHE_DIR": os.environ.get("EXPORTS_CACHE_DIR") or str(data_dir / "cache"),
             # Doors (the REST API, the CLI) launch runs at once through the webserver's GraphQL API.
             "DAGSTER_UI_URL": f"http://127.0.0.1:{port}",
             # The venv's own commands (celery, dagster) for the processes started here.
@@ -80,6 +84,7 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
             f"  run worker   broker {environment['EXPORTS_BROKER_URL']}\n"
             f"  S3 endpoint  {s3.endpoint_url}  bucket {bucket!r}  (keys in {data_dir / 's3' / 'keys.json'})\n"
             f"  warehouse    {warehouse}\n"
+            f"  catalogs     {catalogs}  (cached tables: export-pipelines cache batch)\n"
             f"Press Ctrl-C to stop everything.\n",
             flush=True,
         )

@@ -19,6 +19,10 @@ class UnknownSource(InvalidRequest):
     """The request names a table or saved query that does not exist (HTTP 404)."""
 
 
+class SourceNotReady(InvalidRequest):
+    """The source exists but cannot be read yet: a cached table whose first copy is not made (HTTP 409)."""
+
+
 class ExportFormat(Enum):
     """Output format. Lower-case spellings and `json` (= JSONL) are accepted too."""
 
@@ -59,9 +63,14 @@ class Compression(Enum):
 
 
 class SourceConfig(dg.Config):
-    """Exactly one of a warehouse table or a saved query."""
+    """Exactly one of a table or a saved query; a table of a cached catalog names its catalog too."""
 
     table: str | None = Field(default=None, description='A warehouse table as "schema.table", e.g. "payment.charges".')
+    catalog: str | None = Field(
+        default=None,
+        description='With "table": the id of a cached catalog, whose cached copy of the table is read. '
+        'Default (or "warehouse"): the warehouse.',
+    )
     query: str | None = Field(
         default=None,
         description='A saved query: the name of a view in the warehouse schema "queries", e.g. "charges_view".',

@@ -96,15 +96,22 @@ def request_record(request: ExportRequest) -> dict[str, Any]:
     return request.model_dump(mode="json", exclude_none=True)
 
 
-def plan(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConnection, s3_prefix: str) -> ExportRows:
-    """Check the request's own fields and find its source in the catalog (no side effects)."""
+def plan(
+    request: ExportRequest,
+    export_id: str,
+    connection: duckdb.DuckDBPyConnection,
+    s3_prefix: str,
+    catalog_name: str | None = None,
+) -> ExportRows:
+    """Check the request's own fields and find its source in the catalog (no side effects).
+    `catalog_name`: how to show the catalog of a cached copy."""
     started_at = datetime.now(UTC)
     started_monotonic = time.monotonic()
     check_key_segment("export_id", export_id)
     check_key_segment("project_id", request.project_id)
     if request.max_rows_per_file is not None and request.max_rows_per_file < 1:
         raise InvalidRequest("max_rows_per_file must be at least 1")
-    source = resolve_source(connection, request.source)
+    source = resolve_source(connection, request.source, catalog_name)
     base_name = request.name or source.name
     check_key_segment("name", base_name)
     export = ResolvedExport(
@@ -122,10 +129,12 @@ def plan(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConn
     return ExportRows(export, connection.sql(f"SELECT * FROM {source.sql_name}"))
 
 
-def validate(request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConnection) -> ResolvedExport:
+def validate(
+    request: ExportRequest, export_id: str, connection: duckdb.DuckDBPyConnection, catalog_name: str | None = None
+) -> ResolvedExport:
     """Every check `export_job` makes before it reads a row, without reading or writing anything:
     what a door runs to refuse a bad request up front. Returns the export as resolved."""
-    rows = select(shape(plan(request, export_id, connection, "")))
+    rows = select(shape(plan(request, export_id, connection, "", catalog_name)))
     _column_rules(rows)
     return rows.export
 
@@ -140,11 +149,17 @@ class Preview:
 
 
 def preview(
-    request: ExportRequest, connection: duckdb.DuckDBPyConnection, max_rows: int, sample_rows: int = 10
+    request: ExportRequest,
+    connection: duckdb.DuckDBPyConnection,
+    max_rows: int,
+    sample_rows: int = 10,
+    catalog_name: str | None = None,
 ) -> Preview:
     """The row count, output columns and first rows of the export `request` asks for, with the same
     checks, filters, expansion, column rules and limit as the export; reads, writes nothing."""
-    rows = apply_rules(select(shape(plan(request, "preview", connection, ""))), max_rows, lambda _message: None)
+    rows = apply_rules(
+        select(shape(plan(request, "preview", connection, "", catalog_name))), max_rows, lambda _message: None
+    )
     assert rows.row_count is not None
     # As the JSONL artifact writes them: ISO-8601 times, exact decimals, nested values as JSON.
     lines = rows.relation.limit(sample_rows).pl().write_ndjson().splitlines()

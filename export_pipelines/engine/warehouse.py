@@ -20,6 +20,7 @@ from export_pipelines.engine.request import InvalidRequest, SourceConfig, Unknow
 from export_pipelines.settings import env
 
 SAVED_QUERY_SCHEMA = "queries"
+WAREHOUSE_CATALOG = "warehouse"  # the catalog id that names the warehouse itself (other ids: cached catalogs)
 
 HARDENED_CONFIG = {
     "enable_external_access": False,
@@ -192,10 +193,12 @@ class CatalogCopy:
         return copy
 
 
-def resolve_source(connection: duckdb.DuckDBPyConnection, source: SourceConfig) -> WarehouseSource:
-    """Find the requested table or saved query in the catalog, or fail naming what exists."""
-    if (source.table is None) == (source.query is None):
-        raise InvalidRequest('source must name exactly one of "table" or "query"')
+def resolve_source(
+    connection: duckdb.DuckDBPyConnection, source: SourceConfig, catalog_name: str | None = None
+) -> WarehouseSource:
+    """Find the requested table or saved query in the catalog, or fail naming what exists.
+    `catalog_name`: how to show the catalog of a cached copy (default: the database's own name)."""
+    check_source_fields(source)
     if source.table is not None:
         schema, dot, name = source.table.partition(".")
         if not dot or not schema or not name:
@@ -208,9 +211,22 @@ def resolve_source(connection: duckdb.DuckDBPyConnection, source: SourceConfig) 
         kind = "saved query"
     for catalog, found_schema, found_name in candidates:
         if (found_schema, found_name) == (schema, name):
-            return WarehouseSource(catalog, found_schema, found_name, source.query is not None)
+            return WarehouseSource(catalog_name or catalog, found_schema, found_name, source.query is not None)
     available = ", ".join(n if kind == "saved query" else f"{s}.{n}" for _, s, n in candidates) or "none"
     raise UnknownSource(f"unknown {kind} {source.table or source.query!r}; available: {available}")
+
+
+def check_source_fields(source: SourceConfig) -> None:
+    """Exactly one of a table or a saved query; a catalog only with a table."""
+    if (source.table is None) == (source.query is None):
+        raise InvalidRequest('source must name exactly one of "table" or "query"')
+    if source.catalog is not None and source.table is None:
+        raise InvalidRequest('source "catalog" goes with a "table": {"catalog": "<catalog id>", "table": "schema.table"}')
+
+
+def is_cached(source: SourceConfig) -> bool:
+    """Whether the source is a cached copy of a catalog's table rather than the warehouse."""
+    return source.catalog not in (None, WAREHOUSE_CATALOG)
 
 
 def list_sources(connection: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from export_pipelines.cache.export_sources import ExportSources
+from export_pipelines.cache.resource import CachedTablesResource
 from export_pipelines.engine import steps
 from export_pipelines.engine.artifacts import (
     ExportS3Resource,
@@ -63,11 +65,12 @@ def cancel_requested(context: dg.OpExecutionContext) -> Callable[[], bool]:
     return ask
 
 
-@dg.op(description="Mark the export RUNNING and check the request against the warehouse catalog.")
+@dg.op(description="Mark the export RUNNING and check the request against the catalog of its source.")
 def resolve_request(
     context: dg.OpExecutionContext,
     config: ExportRequest,
     warehouse: WarehouseResource,
+    cache: CachedTablesResource,
     export_store: ExportStoreResource,
     s3: ExportS3Resource,
 ) -> ExportRows:
@@ -80,7 +83,8 @@ def resolve_request(
         if not requested_by.get("client_source"):
             requested_by["client_source"] = client_source_of(context.run.tags)
         store.start(export_id, config.project_id, steps.request_record(config), requested_by, context.run_id)
-        rows = steps.plan(config, export_id, warehouse.run_connection, s3.resolved_prefix)
+        source = ExportSources(warehouse, cache).for_run(config)
+        rows = steps.plan(config, export_id, source.connection, s3.resolved_prefix, source.catalog_name)
     export = rows.export
     store.describe(export_id, export.description)
     context.log.info(

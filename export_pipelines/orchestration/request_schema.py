@@ -2,10 +2,11 @@
 
 It is the ExportRequest schema, except for `source`: exactly one of `table`, `query`, or `pick`,
 an enum of the tables and saved queries the warehouse held when the code location loaded (the
-Launchpad's editor lists them; "Reload definitions" refreshes the list). The first of them is
-the default, so the Launchpad opens on a request that runs. A request that names no source is
-still an error: the default only fills the Launchpad, and `require_source` rejects run config
-that omits `source` whatever door it came through.
+Launchpad's editor lists them; "Reload definitions" refreshes the list), and with `table` the
+`catalog` of a cached table. The first source is the default, so the Launchpad opens on a
+request that runs. A request that names no source is still an error: the default only fills the
+Launchpad, and `require_source` rejects run config that omits `source`, or names two, whatever
+door it came through.
 """
 
 import logging
@@ -44,17 +45,28 @@ def request_config_schema(sources: list[str]) -> dict[str, dg.Field]:
     """The ExportRequest fields, with `source` as a selector offering `sources` to pick from."""
     fields = dict(ExportRequest.to_config_schema().as_field().config_type.fields)
     choices: dict[str, Any] = {
-        "table": dg.Field(str, description='A warehouse table as "schema.table", e.g. "payment.charges".'),
-        "query": dg.Field(str, description='A saved query: a view in the schema "queries", e.g. "charges_view".'),
+        "table": dg.Field(
+            str, is_required=False, description='A table as "schema.table", e.g. "payment.charges".'
+        ),
+        "query": dg.Field(
+            str, is_required=False, description='A saved query: a view in the schema "queries", e.g. "charges_view".'
+        ),
+        "catalog": dg.Field(
+            str,
+            is_required=False,
+            description='With "table": the id of a cached catalog whose cached copy is read (default: the warehouse).',
+        ),
     }
-    schema_default: dict[str, Any] = {}
+    schema_default: dict[str, Any] = {"is_required": True}
     if sources:
         values = [dg.EnumValue(name, description="saved query" if _is_query(name) else "table") for name in sources]
         choices["pick"] = dg.Field(
-            dg.Enum("WarehouseSource", values), description="One of the tables and saved queries that exist."
+            dg.Enum("WarehouseSource", values),
+            is_required=False,
+            description="One of the tables and saved queries that exist.",
         )
-        schema_default["default_value"] = _named_source(sources[0])
-    fields["source"] = dg.Field(dg.Selector(choices), description=SOURCE_DESCRIPTION, **schema_default)
+        schema_default = {"default_value": _named_source(sources[0])}
+    fields["source"] = dg.Field(dg.Shape(choices), description=SOURCE_DESCRIPTION, **schema_default)
     return fields
 
 
@@ -68,9 +80,18 @@ def _named_source(qualified_name: str) -> dict[str, str]:
 
 
 def require_source(raw_run_config: Mapping[str, Any]) -> None:
-    """A request must name its source itself; the schema's default is only the Launchpad's."""
-    if "source" not in raw_run_config:
+    """A request must name its source itself (the schema's default is only the Launchpad's): exactly
+    one of a table, a saved query or a pick, and a catalog only with a table."""
+    source = raw_run_config.get("source")
+    if source is None:
         raise InvalidRequest('source is required: {"table": "schema.table"} or {"query": "name"}')
+    if not isinstance(source, Mapping):
+        raise InvalidRequest('source must be an object: {"table": "schema.table"} or {"query": "name"}')
+    named = [name for name in ("table", "query", "pick") if source.get(name) is not None]
+    if len(named) != 1:
+        raise InvalidRequest('source must name exactly one of "table", "query" or "pick"')
+    if source.get("catalog") is not None and named != ["table"]:
+        raise InvalidRequest('source "catalog" goes with a "table": {"catalog": "<catalog id>", "table": "schema.table"}')
 
 
 def with_source_named(request: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from export_pipelines.cache.resource import CachedTablesResource
 from export_pipelines.engine.artifacts import ExportS3Resource
 from export_pipelines.engine.policy import ExportPolicy
 from export_pipelines.engine.warehouse import WarehouseResource
@@ -11,6 +12,7 @@ from export_pipelines.store.exports import ExportStoreResource
 def default_resources() -> dict[str, Any]:
     return {
         "warehouse": WarehouseResource(),
+        "cache": CachedTablesResource(),
         "export_store": ExportStoreResource(),
         "s3": ExportS3Resource(),
         "policy": ExportPolicy(),

@@ -13,9 +13,11 @@ from typing import Any
 
 import dagster as dg
 
+from export_pipelines.cache.export_sources import ExportSources
+from export_pipelines.cache.resource import CachedTablesResource
 from export_pipelines.engine.request import InvalidRequest
 from export_pipelines.engine.steps import validate
-from export_pipelines.engine.warehouse import WarehouseResource, open_hardened
+from export_pipelines.engine.warehouse import WarehouseResource, is_cached, open_hardened
 from export_pipelines.orchestration.jobs import export_job
 from export_pipelines.orchestration.launch import REQUEST_SENSOR, attempt_tags, run_request_for
 from export_pipelines.orchestration.request_check import parse_request
@@ -41,16 +43,24 @@ def _dump_cursor(high_water: datetime | None, requested: dict[str, str]) -> str:
     return json.dumps({"high_water": high_water.isoformat() if high_water else None, "requested": requested})
 
 
-class _WarehouseChecks:
-    """A warehouse connection for the checks of one tick, opened on first need; when the warehouse
-    cannot be opened the checks are left to the run (which fails with a clear message)."""
+class _SourceChecks:
+    """The checks of one tick: a warehouse connection opened on first need, cached copies through
+    their catalog copies; when a source cannot be opened the checks are left to the run (which
+    fails with a clear message)."""
 
-    def __init__(self, warehouse: WarehouseResource, log):
-        self.warehouse, self.log = warehouse, log
+    def __init__(self, warehouse: WarehouseResource, cache: CachedTablesResource, log):
+        self.warehouse, self.cache, self.log = warehouse, cache, log
         self.connection = None
         self.unavailable = False
 
     def validate(self, request, export_id: str) -> None:
+        if is_cached(request.source):
+            try:
+                with ExportSources(self.warehouse, self.cache).for_checks(request) as source:
+                    validate(request, export_id, source.connection, source.catalog_name)
+            except OSError as error:
+                self.log.warning(f"checks of export {export_id} left to its run: {error}")
+            return
         if self.connection is None and not self.unavailable:
             try:
                 self.connection = open_hardened(self.warehouse.resolved_path, WAREHOUSE_CHECK_TIMEOUT_SECONDS)
@@ -65,7 +75,7 @@ class _WarehouseChecks:
             self.connection.close()
 
 
-def _run_request(record: dict[str, Any], checks: _WarehouseChecks, store: ExportStore, log) -> list[dg.RunRequest]:
+def _run_request(record: dict[str, Any], checks: _SourceChecks, store: ExportStore, log) -> list[dg.RunRequest]:
     """The row's run request, or none after marking the row FAILED with why."""
     try:
         run_config, request = parse_request(record["request"])
@@ -92,13 +102,16 @@ def _run_request(record: dict[str, Any], checks: _WarehouseChecks, store: Export
     description="Launches one export_job run for each PENDING row of export_requests.",
 )
 def export_request_sensor(
-    context: dg.SensorEvaluationContext, export_store: ExportStoreResource, warehouse: WarehouseResource
+    context: dg.SensorEvaluationContext,
+    export_store: ExportStoreResource,
+    warehouse: WarehouseResource,
+    cache: CachedTablesResource,
 ) -> dg.SensorResult:
     store = export_store.get_store()
     high_water, requested = _load_cursor(context.cursor)
     since = high_water - LOOK_BACK if high_water else None
     run_requests = []
-    checks = _WarehouseChecks(warehouse, context.log)
+    checks = _SourceChecks(warehouse, cache, context.log)
     try:
         for record in store.pending(since, BATCH_SIZE + len(requested)):
             key = run_key(record)

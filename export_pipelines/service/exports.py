@@ -10,12 +10,14 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
 
+from export_pipelines.cache.export_sources import ExportSources
+from export_pipelines.cache.resource import CachedTablesResource
 from export_pipelines.engine.artifacts import ExportS3Resource, delete_export_objects, presigned_links
 from export_pipelines.engine.policy import ExportPolicy
 from export_pipelines.engine.request import InvalidRequest
@@ -52,6 +54,7 @@ class ExportService:
     policy: ExportPolicy
     warehouse: WarehouseResource | None = None
     instance: dg.DagsterInstance | None = None
+    cache: CachedTablesResource = field(default_factory=CachedTablesResource)
 
     @classmethod
     def from_environment(cls, instance: dg.DagsterInstance | None = None) -> "ExportService":
@@ -64,22 +67,29 @@ class ExportService:
             instance=instance,
         )
 
+    @property
+    def sources(self) -> ExportSources | None:
+        """Where requests are checked and previewed (None: a service that checks no catalog)."""
+        return ExportSources(self.warehouse, self.cache) if self.warehouse is not None else None
+
     def submit(
         self,
         request: str | Mapping[str, Any],
         requested_by: Mapping[str, str | None] | None = None,
         idempotency_key: str | None = None,
+        launching: bool = False,
     ) -> str:
         """Check `request` like export_job does and queue it as PENDING; returns the export id.
 
         With `idempotency_key`, a retried submit of the same request within 24 hours answers the
-        first one's id and queues nothing (IdempotencyConflict for another request)."""
+        first one's id and queues nothing (IdempotencyConflict for another request). `launching`: the
+        caller launches the run itself (`launch`), so the fast watch of the table leaves it alone."""
         run_config, parsed = parse_request(request)
         export_id = parsed.export_id or str(uuid.uuid4())
         described = None
-        if self.warehouse is not None:
-            with self.warehouse.catalog_connection() as connection:
-                described = validate(parsed, export_id, connection).description
+        if self.sources is not None:
+            with self.sources.for_checks(parsed) as source:
+                described = validate(parsed, export_id, source.connection, source.catalog_name).description
         who = {**(run_config.get("requested_by") or {}), **{k: v for k, v in (requested_by or {}).items() if v}}
         record = (
             {**run_config, "export_id": export_id, "requested_by": who}
@@ -90,7 +100,7 @@ class ExportService:
         if idempotency_key is not None:
             body = json.dumps({k: v for k, v in run_config.items() if k != "requested_by"}, sort_keys=True)
             idempotency = (idempotency_key, hashlib.sha256(body.encode()).hexdigest())
-        return self.store.insert(export_id, parsed.project_id, record, who, described, idempotency)
+        return self.store.insert(export_id, parsed.project_id, record, who, described, idempotency, launching)
 
     def launch(self, export_id: str, launched_by: str) -> str | None:
         """Launch a PENDING export's run now, through the Dagster webserver at $DAGSTER_UI_URL,
@@ -108,9 +118,10 @@ class ExportService:
             return None  # the request sensor was quicker
         try:
             run_config, parsed = parse_request(record["request"])
-            if self.warehouse is not None:  # rows from the request table were never checked
-                with self.warehouse.catalog_connection() as connection:
-                    validate(parsed.model_copy(update={"project_id": record["project_id"]}), export_id, connection)
+            if self.sources is not None:  # rows from the request table were never checked
+                parsed = parsed.model_copy(update={"project_id": record["project_id"]})
+                with self.sources.for_checks(parsed) as source:
+                    validate(parsed, export_id, source.connection, source.catalog_name)
             run_request = run_request_for(record, {**run_config, "project_id": record["project_id"]}, launched_by)
             return launch_now(run_request, dagster_url)
         except (InvalidRequest, DagsterGraphQLClientError, OSError) as error:
@@ -121,10 +132,10 @@ class ExportService:
         """What `request` would export (row count, columns, first rows), checked like a submit;
         queues nothing."""
         _run_config, parsed = parse_request(request)
-        if self.warehouse is None:
+        if self.sources is None:
             raise RuntimeError("a preview reads the warehouse: this service has none")
-        with self.warehouse.connect() as connection:
-            return preview(parsed, connection, self.policy.resolved_max_rows)
+        with self.sources.for_reading(parsed) as source:
+            return preview(parsed, source.connection, self.policy.resolved_max_rows, catalog_name=source.catalog_name)
 
     def get(self, export_id: str, project_id: str | None = None) -> dict[str, Any]:
         record = self.store.get(export_id)

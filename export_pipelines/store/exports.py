@@ -15,6 +15,9 @@ from export_pipelines.store.database import as_utc, engine_for
 from export_pipelines.store.tables import REQUESTED_BY_COLUMNS, ExportStatus, export_requests, idempotency_keys
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# `launched_attempt` of a row a door inserted and launches itself: the fast watch of the table leaves
+# it to that door (whose claim replaces it), the request sensor stays its safety net.
+RESERVED_FOR_ITS_DOOR = -1
 # What exports can be listed in order of: the time of the last change of status is `updated_at`.
 SORT_KEYS: dict[str, sa.ColumnElement[Any]] = {
     "created_at": export_requests.c.created_at,
@@ -52,15 +55,19 @@ class ExportStore:
         requested_by: Mapping[str, str | None] | None = None,
         described: Mapping[str, str] | None = None,
         idempotency: tuple[str, str] | None = None,
+        reserve_launch: bool = False,
     ) -> str:
         """A new PENDING export, as a producer inserts it; returns its id.
 
         `described`: the source, format, compression and name already resolved by a door.
+        `reserve_launch`: the inserting door launches the run itself (see RESERVED_FOR_ITS_DOOR).
         `idempotency`: (key, body hash) of a create that may be retried: within IDEMPOTENCY_WINDOW
         the same key and hash answer the export the first create made, and insert nothing; the
         same key with another hash is an IdempotencyConflict.
         """
         row = {**_new_row(export_id, project_id, request, requested_by), **(described or {})}
+        if reserve_launch:
+            row["launched_attempt"] = RESERVED_FOR_ITS_DOOR
         if idempotency is None:
             with self.engine.begin() as connection:
                 connection.execute(export_requests.insert().values(row))
@@ -172,14 +179,21 @@ class ExportStore:
         return result.rowcount == 1
 
     def unlaunched(self, limit: int) -> list[dict[str, Any]]:
-        """PENDING exports whose current attempt no door has claimed to launch, oldest first."""
+        """PENDING exports whose current attempt no door has claimed or reserved to launch, oldest first."""
         query = (
             sa.select(export_requests)
             .where(
                 export_requests.c.status == ExportStatus.PENDING.value,
                 sa.or_(
                     export_requests.c.launched_attempt.is_(None),
-                    export_requests.c.launched_attempt < export_requests.c.attempt,
+                    sa.and_(
+                        export_requests.c.launched_attempt < export_requests.c.attempt,
+                        # a reservation holds the first attempt only: retries are anyone's
+                        sa.or_(
+                            export_requests.c.launched_attempt != RESERVED_FOR_ITS_DOOR,
+                            export_requests.c.attempt > 0,
+                        ),
+                    ),
                 ),
             )
             .order_by(export_requests.c.created_at, export_requests.c.id)

@@ -104,3 +104,53 @@ idempotency_keys = sa.Table(
     sa.Column("export_id", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+class CacheStatus(StrEnum):
+    """Where a cache entry stands: waiting for its first copy, being refreshed, holding a copy whose
+    last refresh succeeded, or whose last refresh failed (the previous copy, if any, is kept)."""
+
+    PENDING = "PENDING"
+    REFRESHING = "REFRESHING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+# Cached copies of catalog tables (SPEC, "Cache"): one entry per project and table, its schedules
+# (JSON), and the pointer to its current version (a DuckDB file), switched in one transaction.
+cache_entries = sa.Table(
+    "cache_entries",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(128), nullable=False),
+    sa.Column("catalog_id", sa.String(128), nullable=False),
+    sa.Column("schema_name", sa.String(256), nullable=False),
+    sa.Column("table_name", sa.String(256), nullable=False),
+    sa.Column("incremental_schedule", sa.Text),
+    sa.Column("full_refresh_schedule", sa.Text),
+    sa.Column("schedules_set_at", sa.DateTime(timezone=True), nullable=False),  # anchor of BASIC schedules
+    sa.Column("status", sa.String(16), nullable=False, server_default=CacheStatus.PENDING.value),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("version_path", sa.Text),
+    sa.Column("row_count", sa.BigInteger),
+    sa.Column("watermark", sa.Text),
+    sa.Column("last_refresh_at", sa.DateTime(timezone=True)),
+    sa.Column("last_full_refresh_at", sa.DateTime(timezone=True)),
+    sa.Column("refresh_requested_at", sa.DateTime(timezone=True)),
+    sa.Column("refresh_requested_full", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("project_id", "catalog_id", "schema_name", "table_name", name="uq_cache_entries_table"),
+)
+
+# Versions replaced by a newer one (or whose entry was deleted): removed once the grace period has
+# passed, so that an export that opened one just before the switch can finish reading it.
+cache_retired_versions = sa.Table(
+    "cache_retired_versions",
+    metadata,
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("entry_id", sa.String(64), nullable=False),
+    sa.Column("retired_at", sa.DateTime(timezone=True), nullable=False),
+)
