@@ -7,6 +7,7 @@ them). The embedded setup of `make dev`: SQLite storage, the broker on local dis
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -72,6 +73,9 @@ def test_each_due_refresh_runs_once_however_often_the_daemon_is_killed(tmp_path:
             wait_for(lambda: _ticked_since(instance, restarted, 2), "two sensor ticks after the last restart", 120)
             wait_for(lambda: all(run.is_finished for run in runs()), "every refresh run to finish", 240)
 
+        # The restarted daemons did meet the runs their predecessors had created (it is not a test of nothing).
+        restarted_logs = "".join(log.read_text() for log in tmp_path.glob("daemon-*.log") if log.name != "daemon-0.log")
+        assert re.search(r"with (the )?run keys?", restarted_logs), "no restarted daemon met a run created before"
         keys = Counter(run.tags["dagster/run_key"] for run in runs())
         assert len(keys) >= KILLED_AT and set(keys.values()) == {1}, keys
         assert {run.status for run in runs()} == {dg.DagsterRunStatus.SUCCESS}
@@ -85,4 +89,4 @@ def _ticked_since(instance: dg.DagsterInstance, since: float, ticks: int) -> boo
     if not states:
         return False
     recent = instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id, after=since)
-    return len([tick for tick in recent if tick.status != dg.TickStatus.STARTED]) >= ticks
+    return len([tick for tick in recent if tick.status.value != "STARTED"]) >= ticks

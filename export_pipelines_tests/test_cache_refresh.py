@@ -176,6 +176,14 @@ def test_incremental_refreshes_follow_inserts_updates_deletes_and_late_commits(
     assert_figures(nothing, {"kind": "incremental", "rows_inserted": 0, "rows_updated": 0, "rows_deleted": 0})
     assert copy_rows(entry_of(entry_id)) == source_rows(catalog_env)
 
+    # As many rows as before, but one key swapped for another: the key count and sum (checked before
+    # the key-only scan, which runs only when they differ) see it, and the deleted row goes.
+    catalog_env.sql("DELETE FROM public.charges WHERE id = 100")
+    catalog_env.sql("INSERT INTO public.charges VALUES (9100, 9.10, 'swap', '{}', now())")
+    swapped = run_refresh(instance, entry_id)
+    assert_figures(swapped, {"kind": "incremental", "dagster/row_count": 4974, "rows_inserted": 1, "rows_deleted": 1})
+    assert copy_rows(entry_of(entry_id)) == source_rows(catalog_env)
+
     catalog_env.sql("ALTER TABLE public.charges ADD COLUMN currency text DEFAULT 'EUR'")
     widened = run_refresh(instance, entry_id)
     assert figures(widened)["kind"] == "full" and "changed since the last full refresh" in figures(widened)["why"]

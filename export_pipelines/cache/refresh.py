@@ -12,11 +12,12 @@ from export_pipelines.cache.catalogs import Catalog
 from export_pipelines.cache.resource import CachedTablesResource
 from export_pipelines.cache.sources import CatalogReader, CatalogUnavailable, TableInfo, UnknownCatalogTable, scrubbed
 from export_pipelines.cache.versions import (
+    INTEGER_TYPES,
     RefreshFigures,
     SchemaChanged,
     VersionWriter,
     check_columns,
-    column_type,
+    column_types,
     since,
 )
 
@@ -100,14 +101,18 @@ def refresh(
     version = entry["version"] + 1
     relative = f"{entry['id']}/{version:06d}-{uuid.uuid4().hex[:8]}.duckdb"
     refreshed_at = datetime.now(UTC)
-    writer = VersionWriter(resource.version_path(relative), schema, name, entry["id"], refreshed_at)
+    writer = VersionWriter(
+        resource.version_path(relative), schema, name, entry["id"], refreshed_at, plan.table.duckdb_casts()
+    )
     reader = CatalogReader(catalog)
     try:
         with reader.snapshot() as snapshot:
             if kind == "incremental":
                 assert base is not None and plan.cursor is not None
-                cursor_type = column_type(base, schema, name, plan.cursor) or ""
-                start = since(entry["watermark"], cursor_type, plan.lag)
+                types = column_types(base, schema, name)
+                start = since(entry["watermark"], types.get(plan.cursor, ""), plan.lag)
+                (key_column, *more) = plan.key
+                integer_key = not more and types.get(key_column, "") in INTEGER_TYPES
                 try:
                     figures = writer.incremental(
                         base,
@@ -116,6 +121,7 @@ def refresh(
                         plan.key,
                         plan.cursor,
                         entry["watermark"],
+                        (lambda: snapshot.key_fingerprint(plan.table, key_column)) if integer_key else None,
                     )
                 except SchemaChanged as changed:
                     writer.discard()

@@ -8,6 +8,7 @@ Identifiers are looked up in the catalog and quoted by the dialect; values are b
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import adbc_driver_manager
@@ -27,12 +28,22 @@ class UnknownCatalogTable(LookupError):
 
 @dataclass(frozen=True)
 class TableInfo:
-    """A catalog table as the inspector sees it."""
+    """A catalog table as the inspector sees it; `decimals` holds the (precision, scale) of its exact
+    numeric columns (None where unbounded)."""
 
     schema: str
     name: str
     columns: tuple[str, ...]
     primary_key: tuple[str, ...]
+    decimals: tuple[tuple[str, int | None, int | None], ...] = ()
+
+    def duckdb_casts(self) -> dict[str, str]:
+        """The DuckDB type of each exact numeric column, which is read as text (the ADBC driver turns
+        NUMERIC into text anyway, at a third of the whole read's cost; the database does it faster)."""
+        return {
+            name: f"DECIMAL({precision},{scale or 0})" if precision and precision <= 38 else "DOUBLE"
+            for name, precision, scale in self.decimals
+        }
 
 
 def scrubbed(catalog: Catalog, error: BaseException) -> str:
@@ -73,7 +84,7 @@ class CatalogReader:
             if name not in tables:
                 shown = ", ".join(sorted(tables)) or "none"
                 raise UnknownCatalogTable(f"catalog {self.catalog.id} has no table {schema}.{name}; tables: {shown}")
-            columns = tuple(column["name"] for column in inspector.get_columns(name, schema))
+            described = inspector.get_columns(name, schema)
             primary_key = tuple(inspector.get_pk_constraint(name, schema).get("constrained_columns") or ())
         except sa.exc.SQLAlchemyError as error:
             raise CatalogUnavailable(
@@ -81,7 +92,12 @@ class CatalogReader:
             ) from None
         finally:
             engine.dispose()
-        return TableInfo(schema, name, columns, primary_key)
+        decimals = tuple(
+            (column["name"], column["type"].precision, column["type"].scale)
+            for column in described
+            if isinstance(column["type"], sa.Numeric) and not isinstance(column["type"], sa.Float)
+        )
+        return TableInfo(schema, name, tuple(column["name"] for column in described), primary_key, decimals)
 
     def qualified(self, table: TableInfo) -> str:
         return f"{self._quote(table.schema)}.{self._quote(table.name)}"
@@ -127,14 +143,27 @@ class Snapshot:
         return "$1" if self.reader.backend == "postgresql" else "?"
 
     def rows(self, table: TableInfo, cursor_column: str | None = None, since: Any = None) -> pa.RecordBatchReader:
-        """Every row of `table`, or those whose `cursor_column` is at or after `since`."""
-        query = f"SELECT * FROM {self.reader.qualified(table)}"
+        """Every row of `table`, or those whose `cursor_column` is at or after `since` (exact numerics
+        as text: see `TableInfo.duckdb_casts`)."""
+        quote, as_text = self.reader._quote, table.duckdb_casts()
+        columns = ", ".join(
+            f"CAST({quote(column)} AS TEXT) AS {quote(column)}" if column in as_text else quote(column)
+            for column in table.columns
+        )
+        query = f"SELECT {columns} FROM {self.reader.qualified(table)}"
         if cursor_column is None:
             self.cursor.execute(query)
         else:
             query += f" WHERE {self.reader._quote(cursor_column)} >= {self._placeholder()}"
             self.cursor.execute(query, parameters=(since,))
         return self.cursor.fetch_record_batch()
+
+    def key_fingerprint(self, table: TableInfo, key_column: str) -> tuple[int, int]:
+        """The count of rows and the sum of an integer key column (one aggregate, nothing transferred)."""
+        column = self.reader._quote(key_column)
+        self.cursor.execute(f"SELECT count(*), sum({column}) FROM {self.reader.qualified(table)}")
+        count, total = self.cursor.fetchone()
+        return int(count), int(Decimal(str(total))) if total is not None else 0
 
     def keys(self, table: TableInfo, key_columns: tuple[str, ...]) -> pa.RecordBatchReader:
         """The key columns of every row of `table` (the key-only scan that finds deleted rows)."""

@@ -22,8 +22,8 @@ import pyarrow as pa
 from export_pipelines.engine.warehouse import quote_identifier
 
 PLUMBING = ("q", "cache")
+INTEGER_TYPES = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"})
 _STAMP = "? AS q, ? AS cache"  # bound to the entry id and the time the rows were copied
-_NUMERIC_TYPMOD_OFFSET = 4  # PostgreSQL keeps (precision << 16 | scale) + 4 in a numeric's typmod
 
 
 class SchemaChanged(RuntimeError):
@@ -34,7 +34,8 @@ class SchemaChanged(RuntimeError):
 class RefreshFigures:
     """What a refresh did: rows in the new copy, and rows inserted, updated and deleted relative to
     the previous copy (by key; a full refresh without a key or a previous copy counts every row as
-    inserted), and the cursor's watermark after it."""
+    inserted; a row is updated when it changed, which a full refresh reads off the cursor column
+    where there is one), and the cursor's watermark after it."""
 
     rows: int
     inserted: int
@@ -43,27 +44,13 @@ class RefreshFigures:
     watermark: str | None
 
 
-def _column_types(schema: pa.Schema) -> dict[str, str | None]:
-    """DuckDB types for source columns that Arrow carries only as text (PostgreSQL numerics)."""
-    casts: dict[str, str | None] = {}
-    for field in schema:
-        metadata = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
-        if metadata.get("POSTGRESQL:type") == "numeric":
-            typmod = int(metadata.get("POSTGRESQL:typmod", "-1"))
-            if typmod >= _NUMERIC_TYPMOD_OFFSET and ((typmod - 4) >> 16) <= 38:
-                precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
-                casts[field.name] = f"DECIMAL({precision},{scale})"
-            else:
-                casts[field.name] = "DOUBLE"
-        else:
-            casts[field.name] = None
-    return casts
-
-
-def _select_list(schema: pa.Schema) -> str:
+def _select_list(columns: list[str], casts: dict[str, str]) -> str:
+    """The source's columns, those read as text cast back to their exact type."""
     return ", ".join(
-        f"CAST({quote_identifier(name)} AS {cast}) AS {quote_identifier(name)}" if cast else quote_identifier(name)
-        for name, cast in _column_types(schema).items()
+        f"CAST({quote_identifier(name)} AS {casts[name]}) AS {quote_identifier(name)}"
+        if name in casts
+        else quote_identifier(name)
+        for name in columns
     )
 
 
@@ -91,8 +78,7 @@ def since(watermark: str | None, cursor_type: str, lag: timedelta) -> Any:
         return datetime.fromisoformat(watermark) - lag
     if cursor_type == "DATE":
         return date.fromisoformat(watermark) - timedelta(days=-(-lag // timedelta(days=1)))
-    if cursor_type in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                       "UBIGINT"):  # fmt: skip
+    if cursor_type in INTEGER_TYPES or cursor_type == "HUGEINT":
         return int(watermark)
     if cursor_type in ("FLOAT", "DOUBLE") or cursor_type.startswith("DECIMAL"):
         return float(watermark)
@@ -103,19 +89,20 @@ def since(watermark: str | None, cursor_type: str, lag: timedelta) -> Any:
     return parsed.isoformat(timespec="microseconds" if "." in watermark else "seconds")
 
 
-def column_type(version: Path, schema: str, table: str, column: str) -> str | None:
-    """The DuckDB type of `column` in a version's copy of the table (None: no such column)."""
+def column_types(version: Path, schema: str, table: str) -> dict[str, str]:
+    """The DuckDB type of each column of a version's copy of the table."""
     with duckdb.connect(str(version), read_only=True) as connection:
         relation = connection.sql(f"SELECT * FROM {quote_identifier(schema)}.{quote_identifier(table)} LIMIT 0")
-        types = dict(zip(relation.columns, (str(t) for t in relation.types), strict=True))
-    return types.get(column)
+        return dict(zip(relation.columns, (str(t) for t in relation.types), strict=True))
 
 
 class VersionWriter:
     """Writes one new version file of a cached table; `publish` renames it into place."""
 
-    def __init__(self, target: Path, schema: str, table: str, entry_id: str, copied_at: datetime):
-        self.target, self.schema, self.table = target, schema, table
+    def __init__(
+        self, target: Path, schema: str, table: str, entry_id: str, copied_at: datetime, casts: dict[str, str]
+    ):
+        self.target, self.schema, self.table, self.casts = target, schema, table, casts
         self.entry_id, self.copied_at = entry_id, copied_at
         self.temporary = target.with_name(target.name + ".tmp")
         self.qualified = f"{quote_identifier(schema)}.{quote_identifier(table)}"
@@ -129,7 +116,7 @@ class VersionWriter:
         with duckdb.connect(str(self.temporary)) as connection:
             connection.register("source_rows", rows)
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(self.schema)}")
-            columns = _select_list(rows.schema)
+            columns = _select_list(rows.schema.names, self.casts)
             connection.execute(
                 f"CREATE TABLE {self.qualified} AS SELECT {columns}, {_STAMP} FROM source_rows",
                 [self.entry_id, self.copied_at],
@@ -142,7 +129,7 @@ class VersionWriter:
     def _compare(
         self, connection: duckdb.DuckDBPyConnection, key: tuple[str, ...], previous: Path | None, cursor: str | None
     ) -> RefreshFigures:
-        rows = connection.execute(f"SELECT count(*) FROM {self.qualified}").fetchone()[0]
+        rows = connection.execute(f"SELECT count(*) FROM {self.qualified}").fetchall()[0][0]
         watermark = self._max(connection, cursor)
         if not key or previous is None:
             return RefreshFigures(rows, rows, 0, 0, watermark)
@@ -154,15 +141,19 @@ class VersionWriter:
                 inserted, updated, deleted = rows, 0, _count(connection, old)
             else:
                 keys = ", ".join(quote_identifier(c) for c in key)
-                row_hash = "hash(" + ", ".join(quote_identifier(c) for c in columns) + ")"
+                # A kept row counts as updated when its cursor moved (without a cursor: its values changed).
+                version = (
+                    quote_identifier(cursor) if cursor else "hash(" + ", ".join(map(quote_identifier, columns)) + ")"
+                )
                 inserted, updated, deleted = connection.execute(
                     f"""
-                    SELECT count(*) FILTER (WHERE o.h IS NULL), count(*) FILTER (WHERE n.h <> o.h),
-                           count(*) FILTER (WHERE n.h IS NULL)
-                    FROM (SELECT {keys}, {row_hash} AS h FROM {self.qualified}) n
-                    FULL JOIN (SELECT {keys}, {row_hash} AS h FROM {old}) o USING ({keys})
+                    SELECT count(*) FILTER (WHERE o.kept IS NULL),
+                           count(*) FILTER (WHERE n.kept AND o.kept AND n.v IS DISTINCT FROM o.v),
+                           count(*) FILTER (WHERE n.kept IS NULL)
+                    FROM (SELECT {keys}, {version} AS v, true AS kept FROM {self.qualified}) n
+                    FULL JOIN (SELECT {keys}, {version} AS v, true AS kept FROM {old}) o USING ({keys})
                     """
-                ).fetchone()
+                ).fetchall()[0]
         finally:
             connection.execute("DETACH previous")
         return RefreshFigures(rows, inserted, updated, deleted, watermark)
@@ -172,7 +163,7 @@ class VersionWriter:
         if cursor is None:
             return None
         return watermark_text(
-            connection.execute(f"SELECT max({quote_identifier(cursor)}) FROM {self.qualified}").fetchone()[0]
+            connection.execute(f"SELECT max({quote_identifier(cursor)}) FROM {self.qualified}").fetchall()[0][0]
         )
 
     def incremental(
@@ -183,25 +174,26 @@ class VersionWriter:
         key: tuple[str, ...],
         cursor: str,
         watermark: str | None,
+        fingerprint: Callable[[], tuple[int, int]] | None = None,
     ) -> RefreshFigures:
         """The base version with the changed rows upserted by `key` and the rows whose key is gone
-        at the source removed; SchemaChanged when the source's columns no longer match. `changes`
-        and `keys` are read one after the other (they may share one source connection)."""
+        at the source removed; SchemaChanged when the source's columns no longer match. `changes`,
+        `fingerprint` and `keys` are read one after the other (they may share one connection).
+
+        `fingerprint` (a single integer key): the source's (count, sum) of the key. When the upserted
+        copy has the same, no key is gone and the key-only scan is skipped; it only runs when rows
+        may have been deleted."""
         self.target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(base, self.temporary)
         with duckdb.connect(str(self.temporary)) as connection:
             changed_rows = changes()
             connection.register("changed_rows", changed_rows)
-            connection.execute(
-                f"CREATE TEMP TABLE changes AS SELECT {_select_list(changed_rows.schema)} FROM changed_rows"
-            )
+            columns = _select_list(changed_rows.schema.names, self.casts)
+            connection.execute(f"CREATE TEMP TABLE changes AS SELECT {columns} FROM changed_rows")
             connection.unregister("changed_rows")
             copied = [(n, t) for n, t in _columns(connection, self.qualified, typed=True) if n not in PLUMBING]
             if _columns(connection, "changes", typed=True) != copied:
                 raise SchemaChanged(f"the columns of {self.schema}.{self.table} changed since the last full refresh")
-            connection.register("key_rows", keys())
-            connection.execute("CREATE TEMP TABLE source_keys AS SELECT * FROM key_rows")
-            connection.unregister("key_rows")
             keys_sql = ", ".join(quote_identifier(c) for c in key)
             target = self.qualified
 
@@ -219,21 +211,33 @@ class VersionWriter:
                 LEFT JOIN (SELECT {keys_of("t")}, {row_hash("t")} AS h FROM {target} t
                            SEMI JOIN changes USING ({keys_sql})) o USING ({keys_sql})
                 """
-            ).fetchone()
+            ).fetchall()[0]
             connection.execute(
                 f"DELETE FROM {target} WHERE rowid IN "
                 f"(SELECT t.rowid FROM {target} t SEMI JOIN changes USING ({keys_sql}))"
             )
             connection.execute(f"INSERT INTO {target} SELECT *, {_STAMP} FROM changes", [self.entry_id, self.copied_at])
-            deleted = connection.execute(
-                f"DELETE FROM {target} WHERE rowid IN "
-                f"(SELECT t.rowid FROM {target} t ANTI JOIN source_keys USING ({keys_sql}))"
-            ).fetchone()[0]
+            deleted = 0
+            if fingerprint is None or fingerprint() != self._fingerprint(connection, key):
+                connection.register("key_rows", keys())
+                connection.execute("CREATE TEMP TABLE source_keys AS SELECT * FROM key_rows")
+                connection.unregister("key_rows")
+                deleted = connection.execute(
+                    f"DELETE FROM {target} WHERE rowid IN "
+                    f"(SELECT t.rowid FROM {target} t ANTI JOIN source_keys USING ({keys_sql}))"
+                ).fetchall()[0][0]
             connection.execute("COMMIT")
             rows = _count(connection, self.qualified)
             latest = self._max(connection, cursor) or watermark
             connection.execute("CHECKPOINT")
         return RefreshFigures(rows, inserted, updated, deleted, latest)
+
+    def _fingerprint(self, connection: duckdb.DuckDBPyConnection, key: tuple[str, ...]) -> tuple[int, int]:
+        (column,) = key
+        count, total = connection.execute(
+            f"SELECT count(*), sum({quote_identifier(column)}) FROM {self.qualified}"
+        ).fetchall()[0]
+        return int(count), int(total or 0)
 
     def publish(self) -> Path:
         """Make the written version durable under its final name."""
@@ -252,7 +256,7 @@ def _literal(path: Path) -> str:
 
 
 def _count(connection: duckdb.DuckDBPyConnection, qualified: str) -> int:
-    return connection.execute(f"SELECT count(*) FROM {qualified}").fetchone()[0]
+    return connection.execute(f"SELECT count(*) FROM {qualified}").fetchall()[0][0]
 
 
 def _columns(connection: duckdb.DuckDBPyConnection, qualified: str, typed: bool = False) -> list:

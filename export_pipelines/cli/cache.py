@@ -8,10 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from export_pipelines.cli.commands import console
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
