@@ -88,3 +88,25 @@ class RunPage:
         """The presigned links the page shows (each once; the page repeats some)."""
         links = [link.get_attribute("href") or "" for link in self.page.locator("a[href*='Signature=']").all()]
         return list(dict.fromkeys(links))
+
+
+class AssetPartition:
+    """One partition of an asset on its Partitions tab, with the metadata of its last materialization."""
+
+    def __init__(self, browser: Browser, base_url: str, asset: str, partition: str):
+        self.page: Page = browser.new_context(viewport={"width": 1400, "height": 980}).new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.page.goto(f"{base_url}/assets/{asset}?view=partitions", wait_until="networkidle")
+        skip = self.page.get_by_role("button", name="Skip")  # Dagster's greeting to a new browser
+        skip.wait_for()
+        skip.click()
+        skip.wait_for(state="hidden")
+        self.page.get_by_text(partition[:8], exact=False).first.click()
+
+    def metadata(self, *names: str) -> dict[str, str]:
+        """The values of the named metadata entries, once shown."""
+        self.page.get_by_text(names[0], exact=True).wait_for()
+        return {
+            name: self.page.locator("tr", has=self.page.get_by_text(name, exact=True)).locator("td").nth(1).inner_text()
+            for name in names
+        }

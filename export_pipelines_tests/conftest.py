@@ -32,6 +32,8 @@ from export_pipelines.store.database import engine_for
 from export_pipelines.store.exports import ExportStore
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
     from export_pipelines_tests.live import Deployment
     from export_pipelines_tests.rest import ApiServer
 
@@ -48,6 +50,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
 @pytest.fixture(scope="session")
 def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_demo_warehouse(tmp_path_factory.mktemp("warehouse") / "warehouse.duckdb")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator["Browser"]:
+    """Headless Chromium for the tests of the Dagster UI."""
+    from export_pipelines_tests.browser import chromium
+
+    with chromium() as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """The README's HTTP API examples (create a key, create an export with curl, wait for it, download
-it, list; then Exelensia's and Mixpeek's own examples), replayed in one shell against a live
-deployment started like `make dev` starts it; every command's output must match what the README
-shows, and the files downloaded are read back and compared with the warehouse."""
+it, list; then Exelensia's and Mixpeek's own examples; then caching a table of the demo catalog and
+exporting it), replayed in one shell against a live deployment started like `make dev` starts it;
+every command's output must match what the README shows, and the files downloaded are read back
+and compared with the warehouse or the catalog."""
 
+import sqlite3
 from pathlib import Path
 
 import duckdb
@@ -18,6 +20,21 @@ def test_readme_http_api_example_prints_what_it_shows(deployment: Deployment, tm
     clone = fresh_clone(tmp_path / "export_pipelines")
     replay(commands, clone, second_shell(clone, deployment, tmp_path))
     assert (clone / "charges.csv").read_text().count("\n") == 1001  # the header and 1,000 rows
+
+
+def test_readme_cache_example_prints_what_it_shows(deployment: Deployment, tmp_path: Path) -> None:
+    """Batch create over HTTP, the first refresh run by the daemon and a worker, an export of the
+    cached table, the CLI's listing; then the exported file compared with the demo catalog."""
+    (block,) = console_blocks("cache")
+    commands = [(command.replace("http://127.0.0.1:8000", deployment.api_url), shown) for command, shown in block]
+    clone = fresh_clone(tmp_path / "export_pipelines")
+    replay(commands, clone, second_shell(clone, deployment, tmp_path))
+    catalog = deployment.data_dir / "catalog" / "crm.sqlite"
+    with sqlite3.connect(catalog) as source:
+        query = "SELECT id, name, seats FROM accounts WHERE plan = 'enterprise' ORDER BY id"
+        expected = source.execute(query).fetchall()
+    written = pl.read_csv(clone / "enterprise.csv").sort("id")
+    assert list(written.select("id", "name", "seats").iter_rows()) == expected
 
 
 def test_readme_dialect_examples_print_what_they_show(deployment: Deployment, tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""Refreshes launched by a real daemon, run by a real run worker, while the daemon is SIGKILLed (with
+"""Cached tables on live deployments. First, the refresh of a new entry seen in the Dagster UI (headless
+Chromium): its partition of `cached_tables` with the figures of the materialization.
+
+Then refreshes launched by a real daemon, run by a real run worker, while the daemon is SIGKILLed (with
 its code server, its whole process group) at the most awkward moment: right after the run of a due
 refresh was created, before the sensor's tick could record it. That happens for the entry's first
 refresh and for two points of its every-minute schedule; each time the daemon is started again.
@@ -12,17 +15,38 @@ import shutil
 import signal
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+from playwright.sync_api import Browser
 
 from export_pipelines.deploy.demo_catalog import build_demo_catalog
 from export_pipelines.deploy.dev import PROJECT_ROOT
 from export_pipelines.service.cache import CacheService
+from export_pipelines_tests.browser import AssetPartition
 from export_pipelines_tests.conftest import environment, started, wait_for
+from export_pipelines_tests.live import Deployment
 
+SCREENSHOTS = PROJECT_ROOT / "docs"
 KILLED_AT = 3  # due refreshes whose run's creation kills the daemon: the first and two scheduled ones
+
+
+def test_a_refresh_shows_its_figures_in_the_ui(deployment: Deployment, browser: Browser) -> None:
+    with deployment.settings():
+        item = {"catalogId": "demo", "schemaName": "main", "tableName": "accounts"}
+        (created,) = CacheService().batch(f"ui-{uuid.uuid4().hex[:6]}", [item])
+        entry_id, project = created.cache["id"], created.cache["project_id"]
+        wait_for(lambda: CacheService().get(project, entry_id)["status"] == "READY", "the first refresh", 120)
+    partition = AssetPartition(browser, deployment.url, "cached_tables", entry_id)
+    shown = partition.metadata("kind", "why", "table", "dagster/row_count", "rows_inserted", "rows_deleted", "version")
+    assert shown == {
+        "kind": "full", "why": "no copy yet", "table": "main.accounts", "dagster/row_count": "10000",
+        "rows_inserted": "10000", "rows_deleted": "0", "version": "1",
+    }  # fmt: skip
+    if os.environ.get("EXPORTS_UPDATE_SCREENSHOTS"):
+        partition.page.screenshot(path=SCREENSHOTS / "cache-refresh.png")
 
 
 def test_each_due_refresh_runs_once_however_often_the_daemon_is_killed(tmp_path: Path, demo_warehouse: Path) -> None:

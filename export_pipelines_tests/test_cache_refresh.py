@@ -373,15 +373,17 @@ def test_the_demo_catalog_of_the_dev_deployment_refreshes_too(
     assert created.success, created.error
     entry_id = created.cache["id"]
     assert_figures(run_refresh(instance, entry_id), {"kind": "full", "dagster/row_count": 500})
-    with sqlite3.connect(tmp_path / "catalog" / "crm.sqlite") as source:
-        source.execute("UPDATE accounts SET plan = 'gold', updated_at = '2030-01-01T00:00:00.000000+00:00' WHERE id <= 5")
+    database = tmp_path / "catalog" / "crm.sqlite"
+    with sqlite3.connect(database) as source:
+        later = "2030-01-01T00:00:00.000000+00:00"
+        source.execute("UPDATE accounts SET plan = 'gold', updated_at = ? WHERE id <= 5", (later,))
         source.execute("DELETE FROM accounts WHERE id > 490")
     assert_figures(
         run_refresh(instance, entry_id),
         {"kind": "incremental", "dagster/row_count": 490, "rows_updated": 5, "rows_deleted": 10, "rows_inserted": 0},
     )
     path = CachedTablesResource().version_path(entry_of(entry_id)["version_path"])
-    with duckdb.connect(str(path), read_only=True) as copy, sqlite3.connect(tmp_path / "catalog" / "crm.sqlite") as source:
+    with duckdb.connect(str(path), read_only=True) as copy, sqlite3.connect(database) as source:
         columns = "id, name, plan, seats, monthly_fee, updated_at"
         assert copy.sql(f"SELECT {columns} FROM main.accounts ORDER BY id").fetchall() == source.execute(
             f"SELECT {columns} FROM accounts ORDER BY id"

@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
-import pytest
 import sqlalchemy as sa
 import yaml
 from dagster_graphql import DagsterGraphQLClient
@@ -20,7 +18,7 @@ from playwright.sync_api import Browser
 
 from export_pipelines.deploy.dev import PROJECT_ROOT
 from export_pipelines.store.tables import export_requests
-from export_pipelines_tests.browser import Launchpad, chromium
+from export_pipelines_tests.browser import Launchpad
 from export_pipelines_tests.conftest import download
 from export_pipelines_tests.live import Deployment
 
@@ -37,12 +35,6 @@ DOORS_REQUEST = {
     "limit": 20_000,
     "name": "doors",
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as started:
-        yield started
 
 
 def run_example(deployment: Deployment, request: dict) -> subprocess.CompletedProcess:

@@ -142,10 +142,10 @@ def refresh(
 
 
 def _kind(full: bool, base: Any, plan: TablePlan, catalog: Catalog) -> tuple[str, str]:
-    if full:
-        return "full", "full refresh asked for"
     if base is None:
         return "full", "no copy yet"
+    if full:
+        return "full", "full refresh asked for"
     blocker = incremental_blocker(plan, catalog)
     if blocker is not None:
         return "full", blocker

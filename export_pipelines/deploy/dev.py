@@ -39,6 +39,7 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
     dagster_home = data_dir / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    create_instance_storage(dagster_home)
     bucket = env("EXPORTS_BUCKET")
     with run_local_s3(data_dir / "s3", buckets=(bucket,)) as s3:
         environment = {
@@ -100,6 +101,18 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
         finally:
             for process in reversed(started.values()):
                 _stop_group(process)
+
+
+def create_instance_storage(dagster_home: Path) -> None:
+    """Create (or migrate) the Dagster instance's SQLite databases in this one process, before the
+    webserver, the daemon, the code server and the worker start: racing to create them, two of them
+    could each stamp a new database's schema version, which left it unusable ("more than one head")."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.upgrade()
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
 
 
 def _stop_group(process: subprocess.Popen) -> None:

@@ -76,6 +76,7 @@ def cached_tables(
         metadata={
             "kind": outcome.kind,
             "why": outcome.reason,
+            "launched_for": config.reason if config.due_at is None else f"{config.reason}, due {config.due_at}",
             "catalog": entry["catalog_id"],
             "table": table,
             "project_id": entry["project_id"],
