@@ -49,13 +49,20 @@ def test_every_answer_is_documented_and_never_a_5xx(api_server: ApiServer) -> No
     cached = client.cache(
         "POST", project, "/batch", json=[{"catalogId": CATALOG_ID, "schemaName": "public", "tableName": "charges"}]
     )
-    passes = [{}] + [
-        {"projectId": project, "id": known} for known in (succeeded, pending, cached.json()[0]["cache"]["id"])
-    ]
+    cache_id = cached.json()[0]["cache"]["id"]
+
+    def passes(path: str, method: str) -> list[dict[str, str]]:
+        """Every parameter generated; then the project's known exports or entry in the path."""
+        if method.upper() == "DELETE":
+            return [{}]  # keep the known exports and entry for the other operations
+        if "/cache/{id}" in path:
+            return [{}, {"projectId": project, "id": cache_id}]
+        if "/exports/{id}" in path:
+            return [{}] + [{"projectId": project, "id": known} for known in (succeeded, pending)]
+        return [{}, {"projectId": project}] if "{projectId}" in path else [{}]
+
     for operation in operations:
-        for fixed in passes:
-            if fixed and operation.method.upper() == "DELETE":
-                continue  # keep the two exports for the other operations
+        for fixed in passes(operation.path, operation.method):
             names = {parameter.name for parameter in operation.path_parameters}
             path_parameters = {name: value for name, value in fixed.items() if name in names}
 

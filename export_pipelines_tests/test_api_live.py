@@ -12,12 +12,15 @@ import re
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import requests
+import sqlalchemy as sa
 
 from export_pipelines.store.api_keys import ApiKeyStore
 from export_pipelines.store.database import engine_for
+from export_pipelines.store.tables import export_requests
 from export_pipelines_tests.conftest import download, wait_for
 from export_pipelines_tests.live import BIG_ROWS, Deployment
 from export_pipelines_tests.rest import Client
@@ -113,7 +116,9 @@ def test_a_create_launches_its_run_at_once_and_the_sensor_adds_none(deployment: 
     client = Client(deployment.api_url, keys.create("lee", project)[0])
     body = {"format": "CSV", "compression": "GZIP", "limit": 600_000}
     # Six at once in one project: its concurrency limit (2) keeps the last ones PENDING for a few
-    # of the request sensor's ticks, so the sensor asks for their runs too.
+    # of the request sensor's ticks. The sensor leaves them to the API while its claims are fresh;
+    # made stale below (a door that stalled), the sensor asks for their runs too, and Dagster's
+    # run-key dedupe launches nothing more.
     ids = [client.create_table(project, "payment.large_charges", body).json()["id"] for _ in range(6)]
     with deployment.settings(), dg.DagsterInstance.get() as instance:
 
@@ -130,6 +135,11 @@ def test_a_create_launches_its_run_at_once_and_the_sensor_adds_none(deployment: 
         ids.append(client.create_table(project, "payment.invoices", {"limit": 10}, **retried).json()["id"])
         wait_for(lambda: runs_of(ids[-1]), f"a run for {ids[-1]}", timeout=60)
         assert client.create_table(project, "payment.invoices", {"limit": 10}, **retried).json()["id"] == ids[-1]
+        stale = datetime.now(UTC) - timedelta(hours=1)
+        with deployment.store.engine.begin() as connection:
+            connection.execute(
+                sa.update(export_requests).where(export_requests.c.id.in_(ids)).values(launch_claimed_at=stale)
+            )
         wait_for(lambda: sensor_requested() & set(ids), "the request sensor to ask for one of them", timeout=300)
         for export_id in ids:
             assert deployment.wait_status(export_id, {"SUCCEEDED", "FAILED"})["status"] == "SUCCEEDED"

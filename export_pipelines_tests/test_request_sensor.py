@@ -25,7 +25,7 @@ from export_pipelines.orchestration.sensors import (
     export_request_sensor,
 )
 from export_pipelines.store.database import engine_for
-from export_pipelines.store.exports import ExportStore, ExportStoreResource
+from export_pipelines.store.exports import FRESH_CLAIM, ExportStore, ExportStoreResource
 from export_pipelines.store.tables import ExportStatus, export_requests
 from export_pipelines_tests.conftest import fresh_postgres_database
 
@@ -164,6 +164,25 @@ def test_straggler_older_than_the_look_back_is_launched_once(instance, database_
     )
     third = tick(instance, database_url, demo_warehouse, second.cursor)
     assert keys(third) == []
+
+
+def test_a_row_a_door_is_launching_is_left_to_it_until_its_claim_is_stale(
+    instance, database_url, store, demo_warehouse
+) -> None:
+    """A door (the API, the CLI, the table watch) that claimed a row's launch creates its run within
+    a second or two; were the sensor to launch it too, each could create a run before seeing the
+    other's (seen in a live test). A claim older than FRESH_CLAIM stands for a door that died."""
+    reserved = store.insert("reserved", "default", VALID, reserve_launch=True)
+    insert(store, "claimed", VALID, datetime.now(UTC))
+    assert store.claim_launch("claimed", 0)
+    insert(store, "free", VALID, datetime.now(UTC))
+    first = tick(instance, database_url, demo_warehouse)
+    assert keys(first) == ["free"]
+    stale = datetime.now(UTC) - FRESH_CLAIM - timedelta(seconds=1)
+    with store.engine.begin() as connection:
+        connection.execute(sa.update(export_requests).values(launch_claimed_at=stale))
+    second = tick(instance, database_url, demo_warehouse, first.cursor)
+    assert sorted(keys(second)) == sorted([reserved, "claimed"])
 
 
 def test_retry_gets_its_own_attempt_key(instance, database_url, store, demo_warehouse) -> None:

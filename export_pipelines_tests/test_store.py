@@ -17,6 +17,7 @@ SPEC_COLUMNS = {
     "id", "project_id", "status", "request", "source", "format", "compression", "created_at", "started_at",
     "finished_at", "row_count", "bytes", "duration_ms", "files", "error", "run_id", "user_id", "user_name",
     "api_key_prefix", "client_source", "attempt", "name", "rows_written", "total_rows", "launched_attempt",
+    "launch_claimed_at",
 }  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from export_pipelines.settings import env
 
 SAVED_QUERY_SCHEMA = "queries"
 WAREHOUSE_CATALOG = "warehouse"  # the catalog id that names the warehouse itself (other ids: cached catalogs)
+CATALOG_NEEDS_A_TABLE = 'source "catalog" goes with a "table": {"catalog": "<catalog id>", "table": "schema.table"}'
 
 HARDENED_CONFIG = {
     "enable_external_access": False,
@@ -221,7 +222,7 @@ def check_source_fields(source: SourceConfig) -> None:
     if (source.table is None) == (source.query is None):
         raise InvalidRequest('source must name exactly one of "table" or "query"')
     if source.catalog is not None and source.table is None:
-        raise InvalidRequest('source "catalog" goes with a "table": {"catalog": "<catalog id>", "table": "schema.table"}')
+        raise InvalidRequest(CATALOG_NEEDS_A_TABLE)
 
 
 def is_cached(source: SourceConfig) -> bool:

@@ -17,7 +17,13 @@ import dagster as dg
 import duckdb
 
 from export_pipelines.engine.request import ExportRequest, InvalidRequest
-from export_pipelines.engine.warehouse import SAVED_QUERY_SCHEMA, WarehouseResource, list_sources, open_hardened
+from export_pipelines.engine.warehouse import (
+    CATALOG_NEEDS_A_TABLE,
+    SAVED_QUERY_SCHEMA,
+    WarehouseResource,
+    list_sources,
+    open_hardened,
+)
 
 CATALOG_TIMEOUT_SECONDS = 2.0
 SOURCE_DESCRIPTION = (
@@ -91,7 +97,7 @@ def require_source(raw_run_config: Mapping[str, Any]) -> None:
     if len(named) != 1:
         raise InvalidRequest('source must name exactly one of "table", "query" or "pick"')
     if source.get("catalog") is not None and named != ["table"]:
-        raise InvalidRequest('source "catalog" goes with a "table": {"catalog": "<catalog id>", "table": "schema.table"}')
+        raise InvalidRequest(CATALOG_NEEDS_A_TABLE)
 
 
 def with_source_named(request: Mapping[str, Any]) -> dict[str, Any]:

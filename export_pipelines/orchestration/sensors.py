@@ -117,6 +117,10 @@ def export_request_sensor(
             key = run_key(record)
             if key in requested:
                 continue
+            if store.launch_claimed(record):
+                # A door is launching it right now: two launchers could each create a run before
+                # seeing the other's. Looked at again next tick (it stays in the look-back window).
+                continue
             created_at = record["created_at"]
             high_water = max(high_water, created_at) if high_water else created_at
             requested[key] = created_at.isoformat()

@@ -100,7 +100,8 @@ class ExportService:
         if idempotency_key is not None:
             body = json.dumps({k: v for k, v in run_config.items() if k != "requested_by"}, sort_keys=True)
             idempotency = (idempotency_key, hashlib.sha256(body.encode()).hexdigest())
-        return self.store.insert(export_id, parsed.project_id, record, who, described, idempotency, launching)
+        reserve = launching and optional_env("DAGSTER_UI_URL") is not None  # only a door that can launch
+        return self.store.insert(export_id, parsed.project_id, record, who, described, idempotency, reserve)
 
     def launch(self, export_id: str, launched_by: str) -> str | None:
         """Launch a PENDING export's run now, through the Dagster webserver at $DAGSTER_UI_URL,
@@ -126,6 +127,7 @@ class ExportService:
             return launch_now(run_request, dagster_url)
         except (InvalidRequest, DagsterGraphQLClientError, OSError) as error:
             logger.warning("export %s left to the request sensor: %s", export_id, error)
+            self.store.release_launch(export_id, record["attempt"])  # the sensor's, at its next tick
             return None
 
     def preview(self, request: str | Mapping[str, Any]) -> Preview:

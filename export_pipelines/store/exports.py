@@ -18,6 +18,9 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 # `launched_attempt` of a row a door inserted and launches itself: the fast watch of the table leaves
 # it to that door (whose claim replaces it), the request sensor stays its safety net.
 RESERVED_FOR_ITS_DOOR = -1
+# A door launches the run it claimed within a second or two; a claim older than this is taken for a
+# door that died, and the request sensor launches the run after all.
+FRESH_CLAIM = timedelta(seconds=30)
 # What exports can be listed in order of: the time of the last change of status is `updated_at`.
 SORT_KEYS: dict[str, sa.ColumnElement[Any]] = {
     "created_at": export_requests.c.created_at,
@@ -67,7 +70,7 @@ class ExportStore:
         """
         row = {**_new_row(export_id, project_id, request, requested_by), **(described or {})}
         if reserve_launch:
-            row["launched_attempt"] = RESERVED_FOR_ITS_DOOR
+            row.update(launched_attempt=RESERVED_FOR_ITS_DOOR, launch_claimed_at=row["created_at"])
         if idempotency is None:
             with self.engine.begin() as connection:
                 connection.execute(export_requests.insert().values(row))
@@ -174,9 +177,25 @@ class ExportStore:
                     export_requests.c.status == ExportStatus.PENDING.value,
                     unclaimed,
                 )
-                .values(launched_attempt=attempt)
+                .values(launched_attempt=attempt, launch_claimed_at=_now())
             )
         return result.rowcount == 1
+
+    def release_launch(self, export_id: str, attempt: int) -> None:
+        """Give up a claim whose launch failed: the request sensor launches the attempt at once."""
+        self._update_where(
+            (export_requests.c.id == export_id) & (export_requests.c.launched_attempt == attempt),
+            launch_claimed_at=None,
+        )
+
+    @staticmethod
+    def launch_claimed(record: Mapping[str, Any]) -> bool:
+        """Whether a door claimed (or reserved) the launch of the export's current attempt less than
+        FRESH_CLAIM ago: the request sensor then leaves it to that door."""
+        claimed = record["launched_attempt"]
+        ours = claimed == record["attempt"] or (claimed == RESERVED_FOR_ITS_DOOR and record["attempt"] == 0)
+        since = as_utc(record["launch_claimed_at"])
+        return ours and since is not None and since > _now() - FRESH_CLAIM
 
     def unlaunched(self, limit: int) -> list[dict[str, Any]]:
         """PENDING exports whose current attempt no door has claimed or reserved to launch, oldest first."""
@@ -360,8 +379,11 @@ class ExportStore:
             connection.execute(export_requests.delete().where(export_requests.c.id == export_id))
 
     def _update(self, export_id: str, **values: Any) -> None:
+        self._update_where(export_requests.c.id == export_id, **values)
+
+    def _update_where(self, condition: sa.ColumnElement[bool], **values: Any) -> None:
         with self.engine.begin() as connection:
-            connection.execute(export_requests.update().where(export_requests.c.id == export_id).values(**values))
+            connection.execute(export_requests.update().where(condition).values(**values))
 
 
 def _new_row(

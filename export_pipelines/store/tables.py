@@ -71,8 +71,10 @@ export_requests = sa.Table(
     # Beyond the SPEC: live progress of a RUNNING export (rows written so far, of the total).
     sa.Column("rows_written", sa.BigInteger),
     sa.Column("total_rows", sa.BigInteger),
-    # Beyond the SPEC: the attempt whose run a door has claimed to launch at once (one launcher).
+    # Beyond the SPEC: the attempt whose run a door has claimed to launch at once (one launcher), and
+    # when; the request sensor leaves a freshly claimed attempt to its door.
     sa.Column("launched_attempt", sa.Integer),
+    sa.Column("launch_claimed_at", sa.DateTime(timezone=True)),
     sa.Index("ix_export_requests_status_created", "status", "created_at"),
     sa.Index("ix_export_requests_project_created", "project_id", "created_at"),
 )
