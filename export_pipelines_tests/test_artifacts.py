@@ -9,7 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from export_pipelines.deploy.local_s3 import LocalS3
-from export_pipelines.engine.artifacts import PART_BYTES, IntegrityError, S3UploadWriter, stored_sha256, verify_uploaded
+from export_pipelines.engine import artifacts
+from export_pipelines.engine.artifacts import (
+    PART_BYTES,
+    IntegrityError,
+    S3UploadWriter,
+    part_size,
+    stored_sha256,
+    verify_uploaded,
+)
 from export_pipelines_tests.conftest import BUCKET
 
 
@@ -65,3 +73,18 @@ def test_aborted_multipart_upload_leaves_nothing(s3_server: LocalS3) -> None:
     assert "Contents" not in client.list_objects_v2(Bucket=BUCKET, Prefix="integrity/aborted")
     uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix="integrity/aborted").get("Uploads", [])
     assert uploads == []
+
+
+def test_parts_grow_so_that_any_object_fits_in_10000_parts(s3_server: LocalS3, monkeypatch) -> None:
+    assert [part_size(i) // PART_BYTES for i in (0, 999, 1000, 2000, 9999)] == [1, 1, 2, 4, 512]
+    assert part_size(9999) <= 5 * 2**30  # S3's largest part
+    assert sum(part_size(i) for i in range(10_000)) >= 5 * 2**40  # S3's largest object
+    # The same schedule on a small scale: 5 MiB parts doubling after every 2 parts.
+    monkeypatch.setattr(artifacts, "PART_BYTES", 5 * 2**20)
+    monkeypatch.setattr(artifacts, "PARTS_PER_SIZE", 2)
+    size = (5 + 5 + 10 + 10 + 20) * 2**20 + 1
+    data = (hashlib.sha256(b"grow").digest() * (size // 32 + 1))[:size]
+    artifact = stream(s3_server, "integrity/growing.bin", data, chunk=3 << 20)
+    assert artifact.expected_checksum.endswith("-6")  # 8 MiB parts would have made 11
+    verify_uploaded(s3_server.client(), BUCKET, artifact)
+    assert stored_sha256(s3_server.client(), BUCKET, artifact.key) == hashlib.sha256(data).hexdigest()

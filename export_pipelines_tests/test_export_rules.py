@@ -104,6 +104,36 @@ def test_parts_split_rows_and_manifest_is_written_last(export_env: ExportEnviron
     assert modified["manifest.json"] >= max(modified.values())
 
 
+@pytest.mark.parametrize(("export_format", "compression"), [("CSV", "NONE"), ("JSONL", "NONE")])
+def test_parts_of_about_max_bytes(export_env: ExportEnvironment, export_format: str, compression: str) -> None:
+    target = 5 * 2**20
+    request = {
+        "source": {"table": "payment.charges"},
+        "format": export_format,
+        "compression": compression,
+        "max_bytes_per_file": target,
+        "order_by": ["id"],
+    }
+    record = export_env.record(export_env.run(request))
+    assert record["status"] == "SUCCEEDED"
+    files = record["files"]
+    assert len(files) >= 2 and record["row_count"] == 100_000
+    assert len({f["rows"] for f in files[:-1]}) == 1 and files[-1]["rows"] <= files[0]["rows"]
+    for file in files[:-1]:  # the rows are alike: the estimate from the first rows holds
+        assert 0.8 * target <= file["bytes"] <= 1.1 * target, file
+    ids = []
+    for file in files:
+        path = export_env.download(file["key"])
+        reader = "read_csv" if export_format == "CSV" else "read_json"
+        part = duckdb.sql(f"SELECT id FROM {reader}('{path}')").fetchall()
+        assert len(part) == file["rows"] and path.stat().st_size == file["bytes"]
+        ids.extend(row[0] for row in part)
+    assert ids == list(range(100_000))
+    manifest_key = files[0]["key"].rsplit("/", 1)[0] + "/manifest.json"
+    manifest = json.loads(export_env.download(manifest_key).read_text())
+    assert manifest["files"] == files and manifest["request"]["max_bytes_per_file"] == target
+
+
 def test_export_records_figures_and_requester(export_env: ExportEnvironment) -> None:
     request = {
         "source": {"query": "charges_view"},
@@ -142,6 +172,7 @@ def test_export_records_figures_and_requester(export_env: ExportEnvironment) -> 
         ({"export_id": "../escape"}, "export_id '../escape' must be"),
         ({"name": "a/b"}, "name 'a/b' must be"),
         ({"max_rows_per_file": 0}, "max_rows_per_file must be at least 1"),
+        ({"max_bytes_per_file": 5 * 2**20 - 1}, "max_bytes_per_file must be at least 5 MiB (5,242,880 bytes)"),
     ],
 )
 def test_invalid_requests_fail_with_one_clear_message(

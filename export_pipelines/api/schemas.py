@@ -76,6 +76,12 @@ class CreateExportBody(CamelModel):
     expand_array: str | None = Field(None, description="A list field to expand into one row per item.")
     order_by: list[str] | None = Field(None, description="Fields that order the output; a leading `-` descends.")
     max_rows_per_file: int | None = Field(None, description="Split the output into files of at most this many rows.")
+    max_bytes_per_file: int | None = Field(
+        None,
+        description="Split the output into files of about this many bytes as stored (after compression; at least "
+        "5 MiB), estimated from the first 20,000 rows.",
+        examples=[104_857_600],
+    )
     name: str | None = Field(None, description="Base name of the files. Default: the source's name.")
 
     def as_request(self) -> dict[str, Any]:

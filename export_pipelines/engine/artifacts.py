@@ -12,11 +12,12 @@ import json
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -29,9 +30,10 @@ from export_pipelines.settings import env, optional_env
 MANIFEST_NAME = "manifest.json"
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-# Objects of one part or less are put whole; larger ones go up in parts of this size while
-# they are written (S3's minimum part size is 5 MiB).
+# Objects of one part or less are put whole; larger ones go up in parts while they are written:
+# PART_BYTES each (S3's minimum is 5 MiB), doubling after every PARTS_PER_SIZE parts.
 PART_BYTES = 8 * 1024 * 1024
+PARTS_PER_SIZE = 1000
 
 
 class ExportS3Resource(S3Resource):
@@ -144,6 +146,13 @@ class UploadedArtifact:
         return {"key": self.key, "bytes": self.bytes, "rows": self.rows, "sha256": self.sha256}
 
 
+def part_size(index: int) -> int:
+    """Bytes of the multipart upload's part `index` (from 0). S3 takes at most 10,000 parts of at
+    most 5 GiB: 8 MiB parts doubling after every 1,000 (at most 4 GiB) hold any object up to S3's
+    5 TiB limit, while the parts of an object under 8 GB stay at 8 MiB."""
+    return PART_BYTES << min(index // PARTS_PER_SIZE, 9)
+
+
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
@@ -187,9 +196,9 @@ class S3UploadWriter(io.RawIOBase):
         view = memoryview(data).cast("B")
         self._buffer += view
         self.bytes += len(view)
-        while len(self._buffer) >= PART_BYTES:
-            part = bytes(self._buffer[:PART_BYTES])
-            del self._buffer[:PART_BYTES]
+        while len(self._buffer) >= (size := part_size(len(self._parts))):
+            part = bytes(self._buffer[:size])
+            del self._buffer[:size]
             self._send_part(part)
         return len(view)
 
@@ -267,6 +276,61 @@ class S3UploadWriter(io.RawIOBase):
             composite = hashlib.sha256(b"".join(self._part_digests)).digest()
             checksum = f"{_b64(composite)}-{len(self._part_digests)}"
         return UploadedArtifact(self.key, rows, self.bytes, self._sha256.hexdigest(), checksum)
+
+
+class PartObjects:
+    """The objects of an export's parts, handed to the writer one at a time. Polars lets go of a
+    part's file once it has written it, without closing it: the object is then completed on a
+    thread of its own, so memory holds only the parts being written, however many there are."""
+
+    def __init__(self, writers: list[S3UploadWriter]):
+        self.writers = writers
+        self._completer = ThreadPoolExecutor(1, thread_name_prefix="s3-complete")
+        self._completing: list[Future] = []
+        self._done = False
+
+    def open(self, part: int) -> IO[bytes]:
+        """The file Polars writes part `part` into."""
+        handle = _WriteThrough(self.writers[part])
+        weakref.finalize(handle, self._let_go, part)
+        return handle
+
+    def _let_go(self, part: int) -> None:
+        if not self._done:
+            self._completing.append(self._completer.submit(self.writers[part].close))
+
+    def complete(self) -> None:
+        """Complete every object (a part never opened becomes an empty object); raises the first
+        failure."""
+        for completing in list(self._completing):
+            completing.result()
+        self._done = True
+        self._completer.shutdown()
+        for writer in self.writers:
+            writer.close()
+
+    def abort(self, client: Any, bucket: str) -> None:
+        """Leave nothing in S3: stop every upload and delete the objects already completed."""
+        self._done = True
+        wait(self._completing)
+        self._completer.shutdown()
+        for writer in self.writers:
+            writer.abort()
+        delete_keys(client, bucket, [writer.key for writer in self.writers if writer.finished])
+
+
+class _WriteThrough(io.RawIOBase):
+    """A file that passes what is written to it on to a part's object."""
+
+    def __init__(self, target: S3UploadWriter):
+        super().__init__()
+        self._target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return self._target.write(data)
 
 
 def verify_uploaded(client: Any, bucket: str, artifact: UploadedArtifact) -> None:

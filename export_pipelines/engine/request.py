@@ -153,6 +153,11 @@ class ExportRequest(dg.Config):
     max_rows_per_file: int | None = Field(
         default=None, description="Split the output into parts of at most this many rows."
     )
+    max_bytes_per_file: int | None = Field(
+        default=None,
+        description="Split the output into parts of about this many bytes as stored (after compression; "
+        "at least 5 MiB), estimated from the first 20,000 rows.",
+    )
     name: str | None = Field(default=None, description="Base name of the artifacts. Default: export.")
     requested_by: RequestedBy | None = Field(default=None, description="Who asked for the export.")
 

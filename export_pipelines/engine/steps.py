@@ -22,6 +22,7 @@ from polars.io.plugins import register_io_source
 
 from export_pipelines.engine import shaping
 from export_pipelines.engine.artifacts import (
+    PartObjects,
     S3UploadWriter,
     UploadedArtifact,
     check_key_segment,
@@ -33,11 +34,20 @@ from export_pipelines.engine.artifacts import (
 from export_pipelines.engine.filters import compile_filters
 from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat, ExportRequest, InvalidRequest
 from export_pipelines.engine.warehouse import WarehouseSource, resolve_source
-from export_pipelines.engine.writer import file_extension, part_file_names, prepare_csv_frame, rows_in_part, write_parts
+from export_pipelines.engine.writer import (
+    SIZE_SAMPLE_ROWS,
+    Sink,
+    file_extension,
+    part_file_names,
+    prepare_csv_frame,
+    rows_in_part,
+    rows_per_file,
+)
 
 VECTOR_KEY_COLUMN = "__row_key"
 UPLOAD_THREADS = 8
-PARTS_IN_FLIGHT = 12  # at most this many 8 MiB parts wait in memory for their upload
+PARTS_IN_FLIGHT = 12  # at most this many parts (8 MiB up to 8 GB an object) wait in memory for their upload
+MIN_BYTES_PER_FILE = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,8 @@ def plan(
     check_key_segment("project_id", request.project_id)
     if request.max_rows_per_file is not None and request.max_rows_per_file < 1:
         raise InvalidRequest("max_rows_per_file must be at least 1")
+    if request.max_bytes_per_file is not None and request.max_bytes_per_file < MIN_BYTES_PER_FILE:
+        raise InvalidRequest(f"max_bytes_per_file must be at least 5 MiB ({MIN_BYTES_PER_FILE:,} bytes)")
     source = resolve_source(connection, request.source, catalog_name)
     base_name = request.name or source.name
     check_key_segment("name", base_name)
@@ -257,15 +269,21 @@ def serialize_to_s3(
     100,000 rows)."""
     export = rows.export
     assert rows.row_count is not None
-    max_rows_per_file = export.request.max_rows_per_file
+    request = export.request
     extension = file_extension(export.format, export.compression)
-    names = part_file_names(export.base_name, extension, rows.row_count, max_rows_per_file)
     stream = functools.partial(_stream, export=export, client=client, bucket=bucket, should_stop=should_stop)
-    artifacts = stream(rows.relation, names, rows.row_count, max_rows_per_file, on_rows=on_rows)
+    artifacts = stream(
+        rows.relation,
+        functools.partial(part_file_names, export.base_name, extension, rows.row_count),
+        rows.row_count,
+        request.max_rows_per_file,
+        request.max_bytes_per_file,
+        on_rows,
+    )
     if rows.vectors is not None:
-        vector_names = [f"{export.base_name}_vectors.{extension}"]
+        vectors_name = f"{export.base_name}_vectors.{extension}"
         try:
-            artifacts += stream(rows.vectors, vector_names, rows.row_count, None)
+            artifacts += stream(rows.vectors, lambda _per_file: [vectors_name], rows.row_count, None, None)
         except BaseException:
             delete_keys(client, bucket, [artifact.key for artifact in artifacts])
             raise
@@ -274,38 +292,45 @@ def serialize_to_s3(
 
 def _stream(
     relation: duckdb.DuckDBPyRelation,
-    names: list[str],
+    names_for: Callable[[int | None], list[str]],
     row_count: int,
     max_rows_per_file: int | None,
+    max_bytes_per_file: int | None,
+    on_rows: Callable[[int], None] = lambda _rows: None,
     *,
     export: ResolvedExport,
     client: Any,
     bucket: str,
     should_stop: Callable[[], bool],
-    on_rows: Callable[[int], None] = lambda _rows: None,
 ) -> list[UploadedArtifact]:
-    """Write `relation` into the objects `names` (parts of `max_rows_per_file` rows)."""
+    """Write `relation` into the objects `names_for(rows per file)` names: parts of at most
+    `max_rows_per_file` rows and about `max_bytes_per_file` bytes, or one object."""
     csv_options = export.request.csv_options or CsvOptions()
     if export.format is ExportFormat.CSV:
         relation = shaping.json_encode_nested(relation)
-    frame = _counted_frame(relation, on_rows)
-    if export.format is ExportFormat.CSV:
-        frame = prepare_csv_frame(frame, csv_options)
+
+    def frame_of(rows: duckdb.DuckDBPyRelation, counted: Callable[[int], None]) -> pl.LazyFrame:
+        frame = _counted_frame(rows, counted)
+        return prepare_csv_frame(frame, csv_options) if export.format is ExportFormat.CSV else frame
+
+    sink = Sink(export.format, export.compression, csv_options)
+    per_file = max_rows_per_file
+    if max_bytes_per_file is not None:
+        sample = frame_of(relation.limit(SIZE_SAMPLE_ROWS), lambda _rows: None)
+        per_file = rows_per_file(max_rows_per_file, max_bytes_per_file, sample, min(row_count, SIZE_SAMPLE_ROWS), sink)
+    names = names_for(per_file)
     in_flight = threading.Semaphore(PARTS_IN_FLIGHT)
     with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="s3-upload") as pool:
-        writers = [
-            S3UploadWriter(client, bucket, export.key_prefix + name, pool, in_flight, should_stop) for name in names
-        ]
+        objects = PartObjects(
+            [S3UploadWriter(client, bucket, export.key_prefix + name, pool, in_flight, should_stop) for name in names]
+        )
         try:
-            write_parts(frame, writers, export.format, export.compression, csv_options, max_rows_per_file)
-            for writer in writers:
-                writer.close()  # a part Polars never opened (no rows) still becomes an object
+            sink.parts(frame_of(relation, on_rows), len(names), objects.open, per_file)
+            objects.complete()
         except BaseException:
-            for writer in writers:
-                writer.abort()
-            delete_keys(client, bucket, [w.key for w in writers if w.finished])
+            objects.abort(client, bucket)
             raise
-    return [writer.uploaded(rows_in_part(part, row_count, max_rows_per_file)) for part, writer in enumerate(writers)]
+    return [writer.uploaded(rows_in_part(part, row_count, per_file)) for part, writer in enumerate(objects.writers)]
 
 
 def _counted_frame(relation: duckdb.DuckDBPyRelation, on_rows: Callable[[int], None]) -> pl.LazyFrame:

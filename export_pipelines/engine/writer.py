@@ -1,10 +1,11 @@
 """Serialization with Polars: a lazy frame streamed into CSV / JSONL / Parquet files.
 
 The files are any binary writers (the export streams them straight into S3); parts are cut
-by row number so that part k always holds the same rows.
+by row number so that part k always holds the same rows, and opened when the part begins.
 """
 
-from collections.abc import Sequence
+import io
+from collections.abc import Callable
 from typing import IO, Any
 
 import polars as pl
@@ -13,7 +14,7 @@ from export_pipelines.engine.request import Compression, CsvOptions, ExportForma
 
 ZONED_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f%:z"
 NAIVE_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f"
-_PART_COLUMN = "__export_part"
+SIZE_SAMPLE_ROWS = 20_000  # rows written to measure a part's bytes per row (max_bytes_per_file)
 
 
 def file_extension(export_format: ExportFormat, compression: Compression) -> str:
@@ -45,54 +46,81 @@ def rows_in_part(part: int, total_rows: int, max_rows_per_file: int | None) -> i
     return max(0, min(rows_per_file, total_rows - part * rows_per_file))
 
 
-def write_parts(
-    frame: pl.LazyFrame,
-    targets: Sequence[IO[bytes]],
-    export_format: ExportFormat,
-    compression: Compression,
-    csv_options: CsvOptions,
-    max_rows_per_file: int | None,
-) -> None:
-    """Stream `frame` into `targets`, part k holding rows [k * max_rows_per_file, ...)."""
-    if len(targets) > 1:
-        assert max_rows_per_file is not None
-        frame = frame.with_row_index(_PART_COLUMN).with_columns(pl.col(_PART_COLUMN) // max_rows_per_file)
-        target: Any = pl.PartitionBy(
-            "",
-            key=_PART_COLUMN,
-            include_key=False,
-            approximate_bytes_per_file=None,
-            file_path_provider=lambda args: targets[int(args.partition_keys[0, 0])],
-        )
-    else:
-        target = targets[0]
-    _sink(frame, target, export_format, compression, csv_options)
+class Sink:
+    """Writes a lazy frame into a file, or into parts, in one format and compression."""
+
+    def __init__(self, export_format: ExportFormat, compression: Compression, csv_options: CsvOptions):
+        self.export_format, self.compression, self.csv_options = export_format, compression, csv_options
+
+    def parts(
+        self, frame: pl.LazyFrame, part_count: int, open_part: Callable[[int], IO[bytes]], max_rows_per_file: int | None
+    ) -> None:
+        """Stream `frame` into `part_count` files that `open_part(k)` opens when part k begins
+        (part k holding rows [k * max_rows_per_file, ...)); the writer lets go of a part's file
+        (without closing it) once the part is written."""
+        if part_count > 1:
+            assert max_rows_per_file is not None
+            target: Any = pl.PartitionBy(
+                "",
+                max_rows_per_file=max_rows_per_file,
+                approximate_bytes_per_file=None,
+                file_path_provider=lambda args: open_part(args.index_in_partition),
+            )
+        else:
+            target = open_part(0)
+        self(frame, target)
+
+    def __call__(self, frame: pl.LazyFrame, target: Any) -> None:
+        """Stream `frame` into `target`: a binary file, or a `pl.PartitionBy` of them."""
+        compression = {Compression.NONE: "uncompressed", Compression.GZIP: "gzip", Compression.ZSTD: "zstd"}[
+            self.compression
+        ]
+        if self.export_format is ExportFormat.PARQUET:
+            frame.sink_parquet(target, compression=compression)
+        elif self.export_format is ExportFormat.JSONL:
+            frame.sink_ndjson(target, compression=compression, check_extension=False)
+        else:
+            options = self.csv_options
+            frame.sink_csv(
+                target,
+                compression=compression,
+                check_extension=False,
+                include_header=options.header,
+                separator=options.delimiter,
+                quote_char=options.quote_char,
+                null_value=options.null_value,
+                line_terminator=options.line_terminator,
+                quote_style=options.quote_style,
+                date_format=options.date_format,
+            )
 
 
-def _sink(
-    frame: pl.LazyFrame,
-    target,
-    export_format: ExportFormat,
-    compression: Compression,
-    csv_options: CsvOptions,
-) -> None:
-    stream_compression = {Compression.NONE: "uncompressed", Compression.GZIP: "gzip", Compression.ZSTD: "zstd"}[
-        compression
-    ]
-    if export_format is ExportFormat.PARQUET:
-        frame.sink_parquet(target, compression=stream_compression)
-    elif export_format is ExportFormat.JSONL:
-        frame.sink_ndjson(target, compression=stream_compression, check_extension=False)
-    else:
-        frame.sink_csv(
-            target,
-            compression=stream_compression,
-            check_extension=False,
-            include_header=csv_options.header,
-            separator=csv_options.delimiter,
-            quote_char=csv_options.quote_char,
-            null_value=csv_options.null_value,
-            line_terminator=csv_options.line_terminator,
-            quote_style=csv_options.quote_style,
-            date_format=csv_options.date_format,
-        )
+def rows_per_file(
+    max_rows_per_file: int | None, max_bytes_per_file: int, sample: pl.LazyFrame, sampled_rows: int, sink: Sink
+) -> int | None:
+    """Rows per part so that a part comes to about `max_bytes_per_file` as stored (and holds at
+    most `max_rows_per_file`). The bytes per row are measured by writing `sample` (the first
+    `sampled_rows` rows, SIZE_SAMPLE_ROWS at most) the way the parts are written, compression
+    included."""
+    counter = _ByteCounter()
+    sink(sample, counter)
+    if sampled_rows == 0 or counter.bytes == 0:
+        return max_rows_per_file
+    by_bytes = max(1, max_bytes_per_file * sampled_rows // counter.bytes)
+    return min(by_bytes, max_rows_per_file or by_bytes)
+
+
+class _ByteCounter(io.RawIOBase):
+    """A binary file that keeps nothing but the count of bytes written to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        written = memoryview(data).nbytes
+        self.bytes += written
+        return written
