@@ -3,7 +3,7 @@ Every door and the run ask here, so the choice is made in one place, from the en
 never from a path in the request."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -26,26 +26,22 @@ class ExportSources:
     warehouse: WarehouseResource
     cache: CachedTablesResource
 
-    @contextmanager
-    def for_checks(self, request: ExportRequest) -> Iterator[SourceConnection]:
+    def for_checks(self, request: ExportRequest) -> AbstractContextManager[SourceConnection]:
         """A connection on a catalog copy (no rows): what doors check a request against."""
-        if not is_cached(request.source):
-            with self.warehouse.catalog_connection() as connection:
-                yield SourceConnection(connection)
-            return
-        copy = self.cache.copy_of(request.project_id, request.source.catalog or "", request.source.table or "")
-        with self.cache.catalog_connection(copy) as connection:
-            yield SourceConnection(connection, copy.catalog_name)
+        return self._connection(request, rows=False)
+
+    def for_reading(self, request: ExportRequest) -> AbstractContextManager[SourceConnection]:
+        """A hardened read-only connection on the source's rows, closed on exit."""
+        return self._connection(request, rows=True)
 
     @contextmanager
-    def for_reading(self, request: ExportRequest) -> Iterator[SourceConnection]:
-        """A hardened read-only connection on the source's rows, closed on exit."""
+    def _connection(self, request: ExportRequest, rows: bool) -> Iterator[SourceConnection]:
         if not is_cached(request.source):
-            with self.warehouse.connect() as connection:
+            with self.warehouse.connect() if rows else self.warehouse.catalog_connection() as connection:
                 yield SourceConnection(connection)
             return
         copy = self.cache.copy_of(request.project_id, request.source.catalog or "", request.source.table or "")
-        with self.cache.connect(copy) as connection:
+        with self.cache.connect(copy) if rows else self.cache.catalog_connection(copy) as connection:
             yield SourceConnection(connection, copy.catalog_name)
 
     def for_run(self, request: ExportRequest) -> SourceConnection:
