@@ -94,7 +94,7 @@ def test_graphql_refuses_a_bad_request_with_its_message_and_records_nothing(depl
         "refused: RunConfigValidationInvalid",
         '  Received unexpected config entry "colums" in the request. (fields: export_id, project_id, source, '
         "format, compression, columns, limit, include_system_columns, include_vectors, csv_options, filters, "
-        "expand_array, order_by, max_rows_per_file, name, requested_by)",
+        "expand_array, order_by, max_rows_per_file, max_bytes_per_file, name, requested_by)",
         "  Value at format not in enum type ExportFormat got xml",
     ]
     assert "Traceback" not in done.stdout + done.stderr
