@@ -39,7 +39,7 @@ from export_pipelines.engine.writer import (
     Sink,
     file_extension,
     part_file_names,
-    prepare_csv_frame,
+    prepare_csv_batch,
     rows_in_part,
     rows_per_file,
 )
@@ -310,8 +310,9 @@ def _stream(
         relation = shaping.json_encode_nested(relation)
 
     def frame_of(rows: duckdb.DuckDBPyRelation, counted: Callable[[int], None]) -> pl.LazyFrame:
-        frame = _counted_frame(rows, counted)
-        return prepare_csv_frame(frame, csv_options) if export.format is ExportFormat.CSV else frame
+        if export.format is ExportFormat.CSV:
+            return _counted_frame(rows, counted, lambda batch: prepare_csv_batch(batch, csv_options))
+        return _counted_frame(rows, counted)
 
     sink = Sink(export.format, export.compression, csv_options)
     per_file = max_rows_per_file
@@ -333,11 +334,17 @@ def _stream(
     return [writer.uploaded(rows_in_part(part, row_count, per_file)) for part, writer in enumerate(objects.writers)]
 
 
-def _counted_frame(relation: duckdb.DuckDBPyRelation, on_rows: Callable[[int], None]) -> pl.LazyFrame:
+def _counted_frame(
+    relation: duckdb.DuckDBPyRelation,
+    on_rows: Callable[[int], None],
+    per_batch: Callable[[pl.DataFrame], pl.DataFrame] = lambda batch: batch,
+) -> pl.LazyFrame:
     """`relation` as a lazy frame that tells `on_rows` the running total of rows each time the sink
-    pulls a batch. Polars pulls with backpressure, so the count runs at most a few batches ahead of
-    the bytes written (a `map_batches` counter would let the source run ahead and buffer everything)."""
-    schema = relation.pl(lazy=True).collect_schema()
+    pulls a batch, each batch passed through `per_batch`. Polars pulls with backpressure, so the
+    count runs at most a few batches ahead of the bytes written. Per-batch work belongs in the
+    source: as a stage of the lazy frame (`map_batches`, or even `with_columns`) it lets the source
+    run ahead of a slow sink and buffer the rows (a gzip export held 200 MiB more per million rows)."""
+    schema = per_batch(pl.DataFrame(schema=relation.pl(lazy=True).collect_schema())).schema
 
     def batches(
         with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
@@ -352,6 +359,7 @@ def _counted_frame(relation: duckdb.DuckDBPyRelation, on_rows: Callable[[int], N
                 on_rows(total)
                 frame = pl.from_arrow(batch)
                 assert isinstance(frame, pl.DataFrame)
+                frame = per_batch(frame)
                 yield frame if predicate is None else frame.filter(predicate)
         finally:
             reader.close()  # a reader left open keeps the connection busy
