@@ -385,6 +385,7 @@ def test_the_demo_catalog_of_the_dev_deployment_refreshes_too(
     path = CachedTablesResource().version_path(entry_of(entry_id)["version_path"])
     with duckdb.connect(str(path), read_only=True) as copy, sqlite3.connect(database) as source:
         columns = "id, name, plan, seats, monthly_fee, updated_at"
-        assert copy.sql(f"SELECT {columns} FROM main.accounts ORDER BY id").fetchall() == source.execute(
-            f"SELECT {columns} FROM accounts ORDER BY id"
-        ).fetchall()
+        assert (
+            copy.sql(f"SELECT {columns} FROM main.accounts ORDER BY id").fetchall()
+            == source.execute(f"SELECT {columns} FROM accounts ORDER BY id").fetchall()
+        )

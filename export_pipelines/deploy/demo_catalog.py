@@ -37,7 +37,7 @@ def build_demo_catalog(folder: Path, rows: int = DEMO_ACCOUNTS) -> Path:
             )
     catalogs = folder / "catalogs.yaml"
     catalogs.write_text(
-        "# The dev deployment's demo catalog (export-pipelines dev); see README, \"Cached tables\".\n"
+        '# The dev deployment\'s demo catalog (export-pipelines dev); see README, "Cached tables".\n'
         "catalogs:\n"
         f'  - id: "{DEMO_CATALOG_ID}"\n'
         "    name: demo\n"

@@ -84,9 +84,7 @@ _CLIENT_FIELDS = {
 
 
 @functools.cache
-def _client_for(
-    endpoint_url: str | None, region: str, _environment: tuple, fields: tuple[tuple[str, Any], ...]
-) -> Any:
+def _client_for(endpoint_url: str | None, region: str, _environment: tuple, fields: tuple[tuple[str, Any], ...]) -> Any:
     """One S3 client per process for each endpoint, region, credentials and resource settings."""
     import boto3
 

@@ -51,9 +51,7 @@ def request_config_schema(sources: list[str]) -> dict[str, dg.Field]:
     """The ExportRequest fields, with `source` as a selector offering `sources` to pick from."""
     fields = dict(ExportRequest.to_config_schema().as_field().config_type.fields)
     choices: dict[str, Any] = {
-        "table": dg.Field(
-            str, is_required=False, description='A table as "schema.table", e.g. "payment.charges".'
-        ),
+        "table": dg.Field(str, is_required=False, description='A table as "schema.table", e.g. "payment.charges".'),
         "query": dg.Field(
             str, is_required=False, description='A saved query: a view in the schema "queries", e.g. "charges_view".'
         ),
