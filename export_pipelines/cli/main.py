@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 from export_pipelines.cli import cache, commands, keys
+from export_pipelines.cli.commands import console
+from export_pipelines.cli.unreachable import unreachable
 from export_pipelines.settings import env
 
 
@@ -37,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     cache.register(subcommands)
 
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as error:
+        message = unreachable(error)
+        if message is None:
+            raise
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     for handlers in (commands.HANDLERS, keys.HANDLERS, cache.HANDLERS):
         if args.command in handlers:
             return handlers[args.command](args)
