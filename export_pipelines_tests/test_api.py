@@ -162,6 +162,11 @@ def test_validation_errors_are_one_clear_4xx(api_server: ApiServer, alice: Clien
     assert "larger than 1,048,576 bytes" in error_of(
         alice.request("POST", path, data=b" " * (2 << 20), headers=json_header), 413
     )
+    deep = '{"filters": ' + '{"AND": [' * 10_000 + "]}" * 10_000 + "}"
+    assert "nested too deeply" in error_of(alice.request("POST", path, data=deep, headers=json_header), 400)
+    huge_name = error_of(alice.create_table(project, "payment.charges", {"name": "x" * 900_000}), 400)
+    assert huge_name.startswith("name 'xxx") and huge_name.endswith("starting with a letter or digit")
+    assert "characters left out" in huge_name and len(huge_name) < 2_100
     chunks = (b" " * 65536 for _ in range(40))  # no Content-Length: refused once past the limit
     assert "larger than" in error_of(alice.request("POST", path, data=chunks, headers=json_header), 413)
     assert error_of(alice.get(project, "no-such-export"), 404) == "no export no-such-export"

@@ -54,7 +54,10 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
-        return error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
+        message = str(error.detail)
+        if isinstance(error.__cause__, RecursionError):  # FastAPI only says it could not parse the body
+            message = "the body is not valid JSON: nested too deeply (at most about 1,000 levels)"
+        return error_response(error.status_code, message, getattr(error, "headers", None))
 
     async def invalid_input(_request: Request, error: RequestValidationError) -> JSONResponse:
         return error_response(400, validation_message(list(error.errors())))

@@ -12,7 +12,17 @@ from pydantic import Field
 
 
 class InvalidRequest(ValueError):
-    """A request that cannot be exported; the message is shown to the user as is."""
+    """A request that cannot be exported; the message is shown to the user as is, except that a
+    message over MAX_MESSAGE characters (one that quotes a huge value of the request) keeps its
+    beginning and its end: every door shows it and the request table keeps it."""
+
+    MAX_MESSAGE = 2_000
+
+    def __init__(self, message: str):
+        if len(message) > self.MAX_MESSAGE:
+            head, tail = message[: self.MAX_MESSAGE // 2], message[-self.MAX_MESSAGE // 4 :]
+            message = f"{head}… ({len(message) - len(head) - len(tail):,} characters left out) …{tail}"
+        super().__init__(message)
 
 
 class UnknownSource(InvalidRequest):
