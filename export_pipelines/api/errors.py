@@ -1,10 +1,12 @@
 """Every error of the REST API as `{"error": "<one clear message>"}` with its 4xx status: the
 service's exceptions, FastAPI's own (validation, unknown route, body too large), never a stack
-trace; anything unforeseen is a 500 whose detail stays in the server's log."""
+trace; a warehouse or request database out of reach is a 503; anything unforeseen is a 500 whose
+detail stays in the server's log."""
 
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,6 +16,7 @@ from export_pipelines.engine.request import InvalidRequest, SourceNotReady, Unkn
 from export_pipelines.engine.warehouse import WarehouseUnavailable
 from export_pipelines.service.cache import CacheEntryNotFound
 from export_pipelines.service.exports import ExportExpired, ExportNotFinished, ExportNotFound
+from export_pipelines.store.database import database_problem
 from export_pipelines.store.exports import ExportConflict, IdempotencyConflict
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,16 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.warning("warehouse unavailable: %s", error)
         return error_response(503, "the warehouse is unavailable right now; try again in a moment")
 
+    async def database_unavailable(_request: Request, error: sa.exc.OperationalError) -> JSONResponse:
+        # Unreachable, or locked past the busy timeout: nothing of the request was written.
+        logger.warning("request database unavailable: %s", database_problem(error))
+        return error_response(
+            503,
+            f"the request database is unavailable right now ({database_problem(error)}); nothing was "
+            "recorded: try again in a moment",
+            {"Retry-After": "5"},
+        )
+
     async def unforeseen(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
         return error_response(500, "internal error; the server's log has the details")
@@ -79,4 +92,5 @@ def install_error_handlers(app: FastAPI) -> None:
     for error_class in STATUS_OF:
         app.add_exception_handler(error_class, service_error)
     app.add_exception_handler(WarehouseUnavailable, warehouse_unavailable)
+    app.add_exception_handler(sa.exc.OperationalError, database_unavailable)
     app.add_exception_handler(Exception, unforeseen)

@@ -9,6 +9,11 @@ import sqlalchemy as sa
 from export_pipelines.store.tables import metadata
 
 
+def database_problem(error: sa.exc.DBAPIError) -> str:
+    """The driver's own first line of why the database failed (no SQL, no parameters)."""
+    return str(error.orig or error).strip().splitlines()[0]
+
+
 @cache
 def engine_for(url: str) -> sa.Engine:
     """One engine per database URL per process, with the tables created on first use."""

@@ -1,8 +1,11 @@
-"""The API server killed while clients create with Idempotency-Key (#16): each client retries
-its create until it is answered, through the kill and the restart; every key ends with exactly
-one export, and every answer for a key names that export (PostgreSQL request table)."""
+"""Faults under the REST API (#16): the server killed while clients create with Idempotency-Key
+(each client retries its create through the kill and the restart: every key ends with exactly one
+export, every answer for a key names it; PostgreSQL request table); the SQLite request table
+locked by another writer (a create waits for a short lock and succeeds; past the busy timeout it
+is a 503 that records nothing, and the retry succeeds)."""
 
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -83,3 +86,47 @@ def test_creates_retried_through_a_killed_api_are_neither_lost_nor_doubled(
         exports = store.list_exports("restart", None, 200, None)
         assert sorted(e["id"] for e in exports) == sorted(first for first, _ in answers.values())
         assert len({first for first, _ in answers.values()}) == CLIENTS * CREATES
+
+
+def test_a_locked_request_table_delays_or_refuses_a_create_and_loses_nothing(
+    s3_server, api_warehouse: Path, tmp_path: Path
+) -> None:
+    database = tmp_path / "exports.db"
+    settings = {
+        **s3_server.environment(),
+        "EXPORTS_WAREHOUSE": str(api_warehouse),
+        "EXPORTS_DATABASE_URL": f"sqlite:///{database}",
+        "EXPORTS_BUCKET": BUCKET,
+    }
+    with running_api(settings, tmp_path / "api.log") as api:
+        key = api.new_key("lee", "locked")
+        client = api.client(key)
+
+        def locked_while(locked: threading.Event, answer_create: threading.Event, hold_seconds: float | None) -> None:
+            """Another writer: an exclusive transaction until `hold_seconds` pass or the create is answered."""
+            writer = sqlite3.connect(database, isolation_level=None)
+            writer.execute("BEGIN EXCLUSIVE")
+            locked.set()
+            answer_create.wait(hold_seconds)
+            writer.execute("COMMIT")
+            writer.close()
+
+        for hold_seconds in (2.0, None):  # a short lock, then one past the API's 30 s busy timeout
+            locked, answered = threading.Event(), threading.Event()
+            holder = threading.Thread(target=locked_while, args=(locked, answered, hold_seconds))
+            holder.start()
+            locked.wait(10)
+            answer = client.create_table("locked", "payment.invoices", {"limit": 5})
+            answered.set()
+            holder.join()
+            if hold_seconds is not None:
+                assert answer.status_code == 202, answer.text
+            else:
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "5"
+                assert answer.json()["error"] == (
+                    "the request database is unavailable right now (database is locked); nothing was "
+                    "recorded: try again in a moment"
+                )
+                assert client.create_table("locked", "payment.invoices", {"limit": 5}).status_code == 202
+        assert len(api.store.list_exports("locked", None, 10, None)) == 2  # one per answered create
