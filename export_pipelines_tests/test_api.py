@@ -149,6 +149,10 @@ def test_validation_errors_are_one_clear_4xx(api_server: ApiServer, alice: Clien
     null_member = {"filters": {"AND": None}}  # Dagster's config check lets it through, then crashes on it
     assert "filters.AND is null" in error_of(alice.create_table(project, "payment.charges", null_member), 400)
     assert "limit" in error_of(alice.create_table(project, "payment.charges", {"limit": "ten"}), 400)
+    too_small = {"maxBytesPerFile": 1_000_000}
+    assert "max_bytes_per_file must be at least 5 MiB" in error_of(
+        alice.create_table(project, "payment.charges", too_small), 400
+    )
     assert "includeVectorz: unknown field" in error_of(
         alice.create_table(project, "payment.charges", {"includeVectorz": True}), 400
     )
