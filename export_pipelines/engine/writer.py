@@ -109,9 +109,11 @@ def rows_per_file(
     most `max_rows_per_file`). The bytes per row are measured by writing `sample` (the first
     `sampled_rows` rows, SIZE_SAMPLE_ROWS at most) the way the parts are written, compression
     included."""
+    if sampled_rows == 0:
+        return max_rows_per_file
     counter = _ByteCounter()
     sink(sample, counter)
-    if sampled_rows == 0 or counter.bytes == 0:
+    if counter.bytes == 0:
         return max_rows_per_file
     by_bytes = max(1, max_bytes_per_file * sampled_rows // counter.bytes)
     return min(by_bytes, max_rows_per_file or by_bytes)
