@@ -18,6 +18,16 @@ from export_pipelines_tests.rest import BASE, running_api
 CLIENTS, CREATES = 4, 20
 
 
+def _api_settings(s3_server, warehouse: Path, database_url: str) -> dict[str, str]:
+    """The environment of an `export-pipelines api` on `database_url` (no daemon, no launches)."""
+    return {
+        **s3_server.environment(),
+        "EXPORTS_WAREHOUSE": str(warehouse),
+        "EXPORTS_DATABASE_URL": database_url,
+        "EXPORTS_BUCKET": BUCKET,
+    }
+
+
 def _api_process(url: str) -> psutil.Process:
     port = url.rsplit(":", 1)[1]
     (process,) = [
@@ -32,12 +42,7 @@ def test_creates_retried_through_a_killed_api_are_neither_lost_nor_doubled(
     s3_server, api_warehouse: Path, tmp_path: Path
 ) -> None:
     with fresh_postgres_database("restart") as database_url:
-        settings = {
-            **s3_server.environment(),
-            "EXPORTS_WAREHOUSE": str(api_warehouse),
-            "EXPORTS_DATABASE_URL": database_url,
-            "EXPORTS_BUCKET": BUCKET,
-        }
+        settings = _api_settings(s3_server, api_warehouse, database_url)
         server = {"url": ""}
         answers: dict[str, list[str]] = {}
         errors: list[str] = []
@@ -92,12 +97,7 @@ def test_a_locked_request_table_delays_or_refuses_a_create_and_loses_nothing(
     s3_server, api_warehouse: Path, tmp_path: Path
 ) -> None:
     database = tmp_path / "exports.db"
-    settings = {
-        **s3_server.environment(),
-        "EXPORTS_WAREHOUSE": str(api_warehouse),
-        "EXPORTS_DATABASE_URL": f"sqlite:///{database}",
-        "EXPORTS_BUCKET": BUCKET,
-    }
+    settings = _api_settings(s3_server, api_warehouse, f"sqlite:///{database}")
     with running_api(settings, tmp_path / "api.log") as api:
         key = api.new_key("lee", "locked")
         client = api.client(key)
