@@ -394,9 +394,23 @@ def list_keys(client: Any, bucket: str, key_prefix: str) -> list[str]:
 
 
 def delete_export_objects(client: Any, bucket: str, s3_prefix: str, project_id: str, export_id: str) -> int:
-    """Remove every object of an export (manifest first); returns how many there were."""
+    """Remove every object of an export (manifest first) and abort its unfinished multipart uploads
+    (a run killed mid-upload leaves one); returns how many objects and uploads there were."""
     key_prefix = export_key_prefix(s3_prefix, project_id, export_id)
-    return delete_keys(client, bucket, list_keys(client, bucket, key_prefix))
+    deleted = delete_keys(client, bucket, list_keys(client, bucket, key_prefix))
+    return deleted + abort_uploads(client, bucket, key_prefix)
+
+
+def abort_uploads(client: Any, bucket: str, key_prefix: str) -> int:
+    """Abort every unfinished multipart upload under `key_prefix`; returns how many."""
+    uploads = [
+        (upload["Key"], upload["UploadId"])
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key_prefix)
+        for upload in page.get("Uploads", [])
+    ]
+    for key, upload_id in uploads:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    return len(uploads)
 
 
 def delete_keys(client: Any, bucket: str, keys: Iterable[str]) -> int:
