@@ -5,9 +5,11 @@ import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from export_pipelines.orchestration.run_outcome import MOST_LOST_RUNS, settle_lost_run
 from export_pipelines.store.database import engine_for, migrate
 from export_pipelines.store.exports import ExportConflict, ExportStore
 from export_pipelines.store.tables import ExportStatus
@@ -17,7 +19,7 @@ SPEC_COLUMNS = {
     "id", "project_id", "status", "request", "source", "format", "compression", "created_at", "started_at",
     "finished_at", "row_count", "bytes", "duration_ms", "files", "error", "run_id", "user_id", "user_name",
     "api_key_prefix", "client_source", "attempt", "name", "rows_written", "total_rows", "launched_attempt",
-    "launch_claimed_at",
+    "launch_claimed_at", "lost_runs",
 }  # fmt: skip
 
 
@@ -102,6 +104,29 @@ def test_one_launcher_claims_each_attempt(database_url: str) -> None:
     store.finish_unfinished(reserved, ExportStatus.FAILED, "boom")
     store.retry(reserved)  # a retry is anyone's to launch
     assert reserved in {record["id"] for record in store.unlaunched(1000)}
+
+
+def test_a_run_lost_before_its_export_began_is_replaced_three_times(database_url: str) -> None:
+    store = ExportStore(engine_for(database_url))
+    export_id = store.insert(str(uuid.uuid4()), "acme", {"source": {"table": "payment.charges"}})
+
+    def lost(attempt: int) -> str | None:
+        tags = {"export_id": export_id, "export_attempt": str(attempt)}
+        return settle_lost_run(store, dg.DagsterRun(job_name="export_job", run_id=f"run-{attempt}", tags=tags), "gone")
+
+    for attempt in range(MOST_LOST_RUNS):
+        assert "queued again" in lost(attempt)
+        assert lost(attempt) is None, "the same lost run seen twice is replaced once"
+        record = store.get(export_id)
+        assert (record["status"], record["attempt"], record["lost_runs"]) == ("PENDING", attempt + 1, attempt + 1)
+    assert "FAILED" in lost(MOST_LOST_RUNS)
+    record = store.get(export_id)
+    assert record["status"] == "FAILED" and record["error"].endswith("the last: gone")
+
+    started = store.insert(str(uuid.uuid4()), "acme", {"source": {"table": "payment.charges"}})
+    store.start(started, "acme", {}, None, "run-0")
+    run = dg.DagsterRun(job_name="export_job", run_id="run-0", tags={"export_id": started, "export_attempt": "0"})
+    assert settle_lost_run(store, run, "gone") is None and store.get(started)["status"] == "RUNNING"
 
 
 def test_export_recorded_on_postgresql(export_env: ExportEnvironment, postgres_url: str, monkeypatch) -> None:

@@ -8,7 +8,7 @@ second run for the same attempt.
 """
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -21,7 +21,7 @@ from export_pipelines.engine.warehouse import WarehouseResource, is_cached, open
 from export_pipelines.orchestration.jobs import export_job
 from export_pipelines.orchestration.launch import REQUEST_SENSOR, attempt_tags, run_request_for
 from export_pipelines.orchestration.request_check import parse_request
-from export_pipelines.orchestration.run_outcome import settle_export
+from export_pipelines.orchestration.run_outcome import settle_export, settle_lost_run
 from export_pipelines.store.exports import ExportStore, ExportStoreResource, run_key
 from export_pipelines.store.tables import ExportStatus
 
@@ -29,6 +29,8 @@ BATCH_SIZE = 50
 STRAGGLERS_PER_TICK = 10
 LOOK_BACK = timedelta(minutes=10)
 WAREHOUSE_CHECK_TIMEOUT_SECONDS = 5.0
+LOST_RUNS_PER_TICK = 50
+LOST_RUN_GRACE = timedelta(minutes=1)  # the failure sensor's own turn comes first
 
 
 def _load_cursor(raw: str | None) -> tuple[datetime | None, dict[str, str]]:
@@ -146,10 +148,14 @@ def export_request_sensor(
 def _finish_export_of_run(
     context: dg.RunStatusSensorContext, store: ExportStore, status: ExportStatus, message: str
 ) -> None:
-    """Give the export of an ended run its final status, unless it has one already."""
+    """Give the export of an ended run its final status, unless it has one already or has moved on to
+    a later attempt."""
     run = context.dagster_run
     record = store.find_by_run(run.run_id)
     export_id = record["id"] if record else run.tags.get("export_id") or run.run_config.get("export_id") or run.run_id
+    current = record or store.get(export_id)
+    if current is not None and run.tags.get("export_attempt") not in (None, str(current["attempt"])):
+        return
     if store.finish_unfinished(export_id, status, message):
         context.log.info(f"export {export_id} {status.value}: {message}")
 
@@ -158,11 +164,17 @@ def _finish_export_of_run(
     monitored_jobs=[export_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
-    description="Marks the export of a failed run FAILED (also when the run died before its first step).",
+    description="Marks the export of a failed run FAILED; an export whose run was lost before it began "
+    "is queued again as a new attempt (at most 3 times).",
 )
 def export_failure_sensor(context: dg.RunFailureSensorContext, export_store: ExportStoreResource) -> None:
     message = context.failure_event.message or "the run failed"
-    _finish_export_of_run(context, export_store.get_store(), ExportStatus.FAILED, message)
+    store = export_store.get_store()
+    lost = settle_lost_run(store, context.dagster_run, message)
+    if lost is not None:
+        context.log.warning(lost)
+        return
+    _finish_export_of_run(context, store, ExportStatus.FAILED, message)
 
 
 @dg.run_status_sensor(
@@ -179,12 +191,21 @@ def export_cancel_sensor(context: dg.RunStatusSensorContext, export_store: Expor
 @dg.sensor(
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Brings every RUNNING export whose run has ended (or vanished) to its final status; "
-    "run status sensors deliver at most once and can fall behind.",
+    description="Brings every RUNNING export whose run has ended (or vanished) to its final status, and "
+    "queues again PENDING exports whose run failed before they began; run status sensors deliver at most "
+    "once and can fall behind.",
 )
 def export_reconciliation_sensor(
     context: dg.SensorEvaluationContext, export_store: ExportStoreResource
 ) -> dg.SkipReason:
     store = export_store.get_store()
     fixed = sum(settle_export(store, context.instance, record) for record in store.running(limit=200))
+    waiting = datetime.now(UTC) - LOST_RUN_GRACE
+    for record in store.pending(None, LOST_RUNS_PER_TICK, created_before=waiting):
+        runs = context.instance.get_runs(dg.RunsFilter(tags=attempt_tags(record)), limit=1)
+        if runs and runs[0].status == dg.DagsterRunStatus.FAILURE:
+            lost = settle_lost_run(store, runs[0], f"run {runs[0].run_id} failed")
+            if lost is not None:
+                context.log.warning(lost)
+                fixed += 1
     return dg.SkipReason(f"reconciled {fixed} export(s)")

@@ -258,6 +258,27 @@ class ExportStore:
             )
         return result.rowcount == 1
 
+    def relaunch_lost(self, export_id: str, attempt: int, most: int) -> bool | None:
+        """The run of the export's `attempt` was lost before it began (the export is still PENDING at
+        that attempt): queue the export again as a new attempt, unless `most` runs were lost already.
+        True if queued again, False if not (the caller fails it), None if the export has moved on."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                sa.select(export_requests.c.status, export_requests.c.attempt, export_requests.c.lost_runs)
+                .where(export_requests.c.id == export_id)
+                .with_for_update()
+            ).first()
+            if row is None or row.status != ExportStatus.PENDING or row.attempt != attempt:
+                return None
+            if row.lost_runs >= most:
+                return False
+            connection.execute(
+                export_requests.update()
+                .where(export_requests.c.id == export_id)
+                .values(attempt=attempt + 1, lost_runs=row.lost_runs + 1, run_id=None)
+            )
+        return True
+
     def pending(
         self, created_since: datetime | None, limit: int, created_before: datetime | None = None
     ) -> list[dict[str, Any]]:

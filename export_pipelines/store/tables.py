@@ -75,6 +75,9 @@ export_requests = sa.Table(
     # when; the request sensor leaves a freshly claimed attempt to its door.
     sa.Column("launched_attempt", sa.Integer),
     sa.Column("launch_claimed_at", sa.DateTime(timezone=True)),
+    # Beyond the SPEC: runs of the export lost before they began (a killed daemon or worker host, a
+    # lost broker message), each replaced by the system with a new attempt.
+    sa.Column("lost_runs", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_export_requests_status_created", "status", "created_at"),
     sa.Index("ix_export_requests_project_created", "project_id", "created_at"),
 )
