@@ -11,6 +11,7 @@ import importlib
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import dagster as dg
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_process_init
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.make_app import make_app
+from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from dagster_celery.tasks import create_execute_job_task
 
 from export_pipelines.orchestration import disk_broker
@@ -27,6 +30,11 @@ from export_pipelines.settings import env, optional_env
 
 QUEUE = "dagster"
 FILESYSTEM = "filesystem://"
+# A run worker that answers no ping for this long is taken for dead with its host (run monitoring
+# then fails its runs); a ping's verdict is reused for a few seconds across the runs of one worker.
+WORKER_SILENT_SECONDS = 60.0
+PING_TIMEOUT_SECONDS = 2.0
+PING_REUSE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,36 @@ class ExportRunLauncher(CeleryRunLauncher):
             config_source=settings.config_source,
             inst_data=inst_data,
         )
+        self._pings: dict[str, tuple[float, float | None]] = {}  # worker -> (asked at, silent since)
 
     @classmethod
     def config_type(cls) -> dict:
         return {}
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        """Celery's task state, and for a STARTED task whether its worker still answers: when a worker's
+        whole host dies, nothing records the task's end and its state stays STARTED for ever."""
+        health = super().check_run_worker_health(run)
+        if health.status != WorkerStatus.RUNNING:
+            return health
+        started = self.celery.AsyncResult(run.tags[DAGSTER_CELERY_TASK_ID_TAG]).info
+        worker = started.get("hostname") if isinstance(started, dict) else None
+        silent = self._silent_for(worker) if worker else 0.0
+        if silent < WORKER_SILENT_SECONDS:
+            return health
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED, f"run worker {worker} has not answered for {silent:.0f} s: it died with its host"
+        )
+
+    def _silent_for(self, worker: str) -> float:
+        """How long `worker` has not answered pings (0 while it answers)."""
+        now = time.monotonic()
+        asked, silent_since = self._pings.get(worker, (None, None))
+        if asked is None or now - asked > PING_REUSE_SECONDS:
+            answered = self.celery.control.ping(destination=[worker], timeout=PING_TIMEOUT_SECONDS)
+            silent_since = None if answered else (silent_since or now)
+            self._pings[worker] = (now, silent_since)
+        return 0.0 if silent_since is None else now - silent_since
 
     def terminate(self, run_id: str) -> bool:
         """Report the run CANCELING: the pool process executing it sees that within a second and
