@@ -328,8 +328,11 @@ def _stream(
         try:
             sink.parts(frame_of(relation, on_rows), len(names), objects.open, per_file)
             objects.complete()
-        except BaseException:
-            objects.abort(client, bucket)
+        except BaseException as failure:
+            try:
+                objects.abort(client, bucket)
+            except Exception as cleanup:  # S3 failing here too: the cause stays the failure's own
+                failure.add_note(f"removing the export's objects failed too ({type(cleanup).__name__}: {cleanup})")
             raise
     return [writer.uploaded(rows_in_part(part, row_count, per_file)) for part, writer in enumerate(objects.writers)]
 

@@ -222,7 +222,7 @@ def _files_table(bucket: str, links: list[dict], ttl_seconds: int) -> str:
 @dg.failure_hook(required_resource_keys={"export_store", "s3"})
 def record_export_failure(context: dg.HookContext) -> None:
     """A failed step fails the export: its row becomes FAILED (CANCELLED when the run was being
-    cancelled) and no object stays behind."""
+    cancelled), then its objects are removed (when S3 cannot be reached, by the next expiry pass)."""
     store = context.resources.export_store.get_store()
     record = store.find_by_run(context.run_id)
     if record is None or record["status"] != ExportStatus.RUNNING:
@@ -236,10 +236,15 @@ def record_export_failure(context: dg.HookContext) -> None:
         message = f"{type(error).__name__}: {error}"
     else:
         message = f"step {context.op.name} failed"
-    s3: ExportS3Resource = context.resources.s3
-    delete_export_objects(s3.get_client(), s3.resolved_bucket, s3.resolved_prefix, record["project_id"], record["id"])
     if cancelled:
         if store.finish_unfinished_if(record["id"], ExportStatus.RUNNING, ExportStatus.CANCELLED, "cancelled"):
             context.log.info(f"Export {record['id']} CANCELLED")
     elif store.finish_unfinished_if(record["id"], ExportStatus.RUNNING, ExportStatus.FAILED, message):
         context.log.error(f"Export {record['id']} FAILED: {message}")
+    s3: ExportS3Resource = context.resources.s3
+    try:
+        delete_export_objects(
+            s3.get_client(), s3.resolved_bucket, s3.resolved_prefix, record["project_id"], record["id"]
+        )
+    except Exception as error:  # S3 unreachable: the export is final all the same
+        context.log.warning(f"objects of export {record['id']} stay until the expiry pass removes them: {error}")
