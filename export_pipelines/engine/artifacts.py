@@ -12,6 +12,7 @@ import json
 import os
 import re
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -20,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
@@ -126,6 +128,10 @@ class IntegrityError(RuntimeError):
     """The bytes in S3 are not the bytes that were written."""
 
 
+class StorageUnavailable(RuntimeError):
+    """S3 stayed unreachable (or failing on its side) for longer than a write waits."""
+
+
 class WritingStopped(RuntimeError):
     """Whoever runs the export asked it to stop (a cancelled run) while its files were written."""
 
@@ -162,7 +168,12 @@ class S3UploadWriter(io.RawIOBase):
     S3 checks on receipt, so uploading overlaps writing and memory stays bounded. The sha256 of
     the whole object is computed in order on a thread of its own, so the thread Polars writes
     from only copies bytes. An object smaller than one part is put whole when the file closes.
+
+    A part is sent again through an outage of S3 for up to PATIENCE_SECONDS: botocore's own retries
+    share one quota per client, which the parallel parts drain in the first seconds of an outage.
     """
+
+    PATIENCE_SECONDS = 60.0
 
     def __init__(
         self,
@@ -215,14 +226,28 @@ class S3UploadWriter(io.RawIOBase):
 
     def _upload_part(self, number: int, part: bytes) -> tuple[dict[str, Any], bytes]:
         digest = hashlib.sha256(part).digest()
-        response = self.client.upload_part(
-            Bucket=self.bucket,
-            Key=self.key,
-            UploadId=self._upload_id,
-            PartNumber=number,
-            Body=part,
-            ChecksumSHA256=_b64(digest),
-        )
+        deadline, pause = time.monotonic() + self.PATIENCE_SECONDS, 0.5
+        while True:
+            try:
+                response = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=part,
+                    ChecksumSHA256=_b64(digest),
+                )
+                break
+            except (ClientError, BotoConnectionError, HTTPClientError) as error:
+                if not _transient(error) or self._should_stop():
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise StorageUnavailable(
+                        f"S3 did not take part {number} of s3://{self.bucket}/{self.key} through "
+                        f"{self.PATIENCE_SECONDS:.0f} s of retries: {error}"
+                    ) from error
+                time.sleep(pause)
+                pause = min(2 * pause, 8.0)
         return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": _b64(digest)}, digest
 
     def close(self) -> None:
@@ -274,6 +299,13 @@ class S3UploadWriter(io.RawIOBase):
             composite = hashlib.sha256(b"".join(self._part_digests)).digest()
             checksum = f"{_b64(composite)}-{len(self._part_digests)}"
         return UploadedArtifact(self.key, rows, self.bytes, self._sha256.hexdigest(), checksum)
+
+
+def _transient(error: Exception) -> bool:
+    """Whether S3 could not be reached or failed on its side (5xx, throttling): worth sending again."""
+    if isinstance(error, ClientError):
+        return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+    return True
 
 
 class PartObjects:
