@@ -30,6 +30,7 @@ _PORT_FLAGS = (
     "s3.port",
     "s3.port.grpc",
 )
+PORTS_NEEDED = len(_PORT_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,11 @@ def run_local_s3(
     buckets: tuple[str, ...] = (),
     startup_timeout: float = 60.0,
     log_file: Path | None = None,
+    ports: list[int] | None = None,
 ) -> Iterator[LocalS3]:
-    """Start SeaweedFS with S3 on free loopback ports, create `buckets`, stop it on exit."""
+    """Start SeaweedFS with S3 on free loopback ports (or `ports`, PORTS_NEEDED of them: a server
+    started again on the same data directory and ports is the same server), create `buckets`, stop
+    it on exit."""
     data_dir.mkdir(parents=True, exist_ok=True)
     access_key, secret_key = load_or_create_keys(data_dir)
     identities = data_dir / "identities.json"
@@ -128,7 +132,7 @@ def run_local_s3(
             }
         )
     )
-    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+    ports = dict(zip(_PORT_FLAGS, ports or free_ports(PORTS_NEEDED), strict=True))
     store_dir = data_dir / "store"
     store_dir.mkdir(exist_ok=True)
     command = [
