@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import dagster as dg
+import sqlalchemy as sa
 
 from export_pipelines.cache.export_sources import ExportSources
 from export_pipelines.cache.resource import CachedTablesResource
@@ -25,6 +26,7 @@ from export_pipelines.engine.steps import ExportRows, WrittenExport
 from export_pipelines.engine.warehouse import WarehouseResource
 from export_pipelines.orchestration.progress import ProgressReporter
 from export_pipelines.orchestration.request_schema import require_source
+from export_pipelines.store.database import database_problem
 from export_pipelines.store.exports import ExportConflict, ExportStoreResource
 from export_pipelines.store.tables import ExportStatus
 
@@ -36,6 +38,20 @@ def user_errors() -> Iterator[None]:
         yield
     except (InvalidRequest, ExportConflict) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
+
+
+DATABASE_RETRIES = 6  # waits of 1, 2, 4, 8, 16 and 16 s: a restart of the request database is ridden out
+
+
+@contextmanager
+def through_database_outages(context: dg.OpExecutionContext) -> Iterator[None]:
+    """Run the step again, after a growing wait, when the request database cannot be reached."""
+    try:
+        yield
+    except sa.exc.OperationalError as error:
+        wait = min(2**context.retry_number, 16)
+        context.log.warning(f"the request database is unreachable ({database_problem(error)}); again in {wait} s")
+        raise dg.RetryRequested(max_retries=DATABASE_RETRIES, seconds_to_wait=wait) from error
 
 
 def client_source_of(run_tags: Mapping[str, str]) -> str:
@@ -74,8 +90,8 @@ def resolve_request(
     export_store: ExportStoreResource,
     s3: ExportS3Resource,
 ) -> ExportRows:
-    store = export_store.get_store()
-    with user_errors():
+    with through_database_outages(context), user_errors():
+        store = export_store.get_store()
         require_source(context.run.run_config)
         export_id = config.export_id or context.run_id
         check_key_segment("export_id", export_id)
@@ -85,8 +101,8 @@ def resolve_request(
         store.start(export_id, config.project_id, steps.request_record(config), requested_by, context.run_id)
         source = ExportSources(warehouse, cache).for_run(config)
         rows = steps.plan(config, export_id, source.connection, s3.resolved_prefix, source.catalog_name)
-    export = rows.export
-    store.describe(export_id, export.description)
+        export = rows.export
+        store.describe(export_id, export.description)
     context.log.info(
         f"Export {export.export_id}: {export.source.display_name} as {export.format.value}/{export.compression.value}"
     )
@@ -182,9 +198,10 @@ def record_result(
     bucket, client = s3.resolved_bucket, s3.get_client()
     manifest = steps.record(written, client, bucket)
     export = written.export
-    export_store.get_store().succeed(
-        export.export_id, manifest["rows"], manifest["bytes"], manifest["duration_ms"], manifest["files"]
-    )
+    with through_database_outages(context):
+        export_store.get_store().succeed(
+            export.export_id, manifest["rows"], manifest["bytes"], manifest["duration_ms"], manifest["files"]
+        )
     ttl = policy.resolved_url_ttl_seconds
     links = presigned_links(client, bucket, manifest["files"], ttl)
     context.log.info(f"Export {export.export_id} SUCCEEDED: {manifest['rows']:,} rows, {manifest['bytes']:,} bytes")
