@@ -22,14 +22,21 @@ from export_pipelines.deploy.dev import PROJECT_ROOT, create_instance_storage
 from export_pipelines.deploy.local_s3 import LocalS3
 from export_pipelines.store.database import engine_for
 from export_pipelines.store.exports import ExportStore
-from export_pipelines_tests.conftest import BUCKET, environment, started
+from export_pipelines_tests.conftest import BUCKET, environment, started, wait_for
 
 MONITORING = {"start_timeout_seconds": 30, "cancel_timeout_seconds": 30, "poll_interval_seconds": 5}
 BIN = Path(sys.executable).parent
 
 
 class Stack:
-    def __init__(self, folder: Path, s3_server: LocalS3, warehouse: Path, monitoring: dict[str, int] = MONITORING):
+    def __init__(
+        self,
+        folder: Path,
+        s3_server: LocalS3,
+        warehouse: Path,
+        monitoring: dict[str, int] = MONITORING,
+        database_url: str | None = None,
+    ):
         self.folder = folder
         home = folder / "dagster_home"
         home.mkdir(parents=True)
@@ -41,7 +48,7 @@ class Stack:
         self.settings = {
             **s3_server.environment(),
             "DAGSTER_HOME": str(home),
-            "EXPORTS_DATABASE_URL": f"sqlite:///{folder / 'exports.db'}",
+            "EXPORTS_DATABASE_URL": database_url or f"sqlite:///{folder / 'exports.db'}",
             "EXPORTS_BROKER_URL": f"filesystem://{folder / 'broker'}",
             "EXPORTS_WAREHOUSE": str(warehouse),
             "EXPORTS_BUCKET": BUCKET,
@@ -71,6 +78,16 @@ class Stack:
     def instance(self) -> Iterator[dg.DagsterInstance]:
         with environment(self.settings), dg.DagsterInstance.get() as instance:
             yield instance
+
+    @staticmethod
+    def finished_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+        """The export runs once all have finished (an export is final a moment before its run)."""
+
+        def runs() -> list[dg.DagsterRun]:
+            return instance.get_runs(dg.RunsFilter(job_name="export_job"))
+
+        wait_for(lambda: all(run.is_finished for run in runs()), "every export run to finish", 120)
+        return runs()
 
     def insert(self, requests: list[dict[str, Any]]) -> list[str]:
         ids = []

@@ -54,11 +54,12 @@ def test_a_drain_survives_the_daemon_killed_again_and_again(tmp_path: Path, s3_s
         with stack.daemon("daemon-last"):
             wait_for(lambda: final() == REQUESTS, "every export to end", DRAIN_BOUND_SECONDS)
         drained = time.monotonic() - began
+        finished = stack.finished_runs(instance)
 
         records = {export_id: stack.store.get(export_id) for export_id in ids}
         statuses = Counter(record["status"] for record in records.values())
-        succeeded = {run.run_id: run.tags["export_id"] for run in runs() if run.status == dg.DagsterRunStatus.SUCCESS}
-        every_run = Counter(run.status.value for run in runs())
+        succeeded = {run.run_id: run.tags["export_id"] for run in finished if run.status == dg.DagsterRunStatus.SUCCESS}
+        every_run = Counter(run.status.value for run in finished)
     print(f"\n{REQUESTS} requests drained in {drained:.0f} s through {KILLS} kills; in flight at each kill: "
           f"{in_flight_at_kills}; runs: {dict(every_run)}")  # fmt: skip
     assert statuses == {"SUCCEEDED": REQUESTS}, {
