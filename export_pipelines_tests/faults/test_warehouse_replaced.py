@@ -1,0 +1,70 @@
+"""The warehouse file replaced (a new file renamed over it, as a deployment of new data does) while an
+export reads it: the export finishes with exactly the rows of the file it began with (its connection
+holds that file), and the next export reads the new file."""
+
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+import duckdb
+
+from export_pipelines.orchestration.jobs import export_job
+from export_pipelines.store.database import engine_for
+from export_pipelines.store.exports import ExportStore
+from export_pipelines_tests.conftest import BUCKET, wait_for
+
+CHECK = "SELECT count(*), sum(id) FROM {}"
+KEPT = 500_000  # rows of payment.large_charges in the new file
+
+
+def test_the_warehouse_replaced_under_a_reading_export(
+    tmp_path: Path, monkeypatch, s3_server, fault_warehouse: Path
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(fault_warehouse, warehouse)
+    replacement = tmp_path / "new-warehouse.duckdb"
+    shutil.copy(fault_warehouse, replacement)
+    with duckdb.connect(str(replacement)) as connection:
+        connection.execute(f"DELETE FROM payment.large_charges WHERE id >= {KEPT}")
+    database_url = f"sqlite:///{tmp_path / 'exports.db'}"
+    prefix = f"replaced-{uuid.uuid4().hex[:6]}/"
+    for name, value in {
+        **s3_server.environment(),
+        "EXPORTS_WAREHOUSE": str(warehouse),
+        "EXPORTS_DATABASE_URL": database_url,
+        "EXPORTS_BUCKET": BUCKET,
+        "EXPORTS_PREFIX": prefix,
+        "EXPORTS_MAX_ROWS": "10000000",
+    }.items():
+        monkeypatch.setenv(name, value)
+    store = ExportStore(engine_for(database_url))
+
+    def replace_once_writing() -> None:
+        wait_for(lambda: any((r["rows_written"] or 0) > 0 for r in store.list_exports("default", ["RUNNING"], 5, None)),
+                 "the export to be writing", 120)  # fmt: skip
+        os.replace(replacement, warehouse)
+
+    request = {"source": {"table": "payment.large_charges"}, "format": "PARQUET"}
+    swap = threading.Thread(target=replace_once_writing)
+    swap.start()
+    during = store.find_by_run(export_job.execute_in_process(run_config=request, raise_on_error=False).run_id)
+    swap.join()
+    assert not replacement.exists(), "the file was replaced during the export"
+    after = store.find_by_run(export_job.execute_in_process(run_config=request, raise_on_error=False).run_id)
+
+    client = s3_server.client()
+    with duckdb.connect(str(fault_warehouse), read_only=True) as old:
+        [old_figures] = old.sql(CHECK.format("payment.large_charges")).fetchall()
+    with duckdb.connect(str(warehouse), read_only=True) as new:
+        [new_figures] = new.sql(CHECK.format("payment.large_charges")).fetchall()
+    for record, expected in [(during, old_figures), (after, new_figures)]:
+        assert record["status"] == "SUCCEEDED", record["error"]
+        paths = []
+        for index, file in enumerate(record["files"]):
+            paths.append(tmp_path / f"{record['id']}-{index}.parquet")
+            client.download_file(BUCKET, file["key"], str(paths[-1]))
+        listed = ", ".join(f"'{path}'" for path in paths)
+        assert duckdb.sql(CHECK.format(f"read_parquet([{listed}])")).fetchall() == [expected]
+    assert new_figures[0] == KEPT
