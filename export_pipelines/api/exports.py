@@ -230,6 +230,24 @@ async def _create(
 
 
 Options = Annotated[CreateOptions, Depends(create_options)]
+
+
+def _link(operation: str, method: str, description: str) -> dict[str, Any]:
+    """An OpenAPI link from a created export to an operation on it (clients and Schemathesis follow them)."""
+    pointer = f"{BASE}/exports/{{id}}{operation}".replace("~", "~0").replace("/", "~1")
+    return {
+        "operationRef": f"#/paths/{pointer}/{method}",
+        "parameters": {"projectId": "$request.path.projectId", "id": "$response.body#/id"},
+        "description": description,
+    }
+
+
+CREATED_LINKS = {
+    "GetExport": _link("", "get", "The export, with its status and progress."),
+    "DownloadExport": _link("/download", "get", "Its download links, once SUCCEEDED."),
+    "CancelExport": _link("/cancel", "post", "Cancel it."),
+    "DeleteExport": _link("", "delete", "Delete it and its artifacts."),
+}
 CREATE_ROUTE: dict[str, Any] = {
     "status_code": 202,
     "response_model": CreatedView | ExportView | PreviewView,
@@ -239,7 +257,7 @@ CREATE_ROUTE: dict[str, Any] = {
             "model": ExportView | PreviewView,
             "description": "With `wait`: the export, finished within the wait; with `dryRun`: the preview.",
         },
-        202: {"model": CreatedView, "description": "Queued; poll the `Location`."},
+        202: {"model": CreatedView, "description": "Queued; poll the `Location`.", "links": CREATED_LINKS},
         409: {"model": ErrorView, "description": "A cached table whose first copy is not made yet."},
         413: {"model": ErrorView, "description": "Body over 1 MiB."},
         415: {"model": ErrorView, "description": "Body not sent as JSON."},
