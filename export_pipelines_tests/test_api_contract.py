@@ -80,3 +80,47 @@ def test_every_answer_is_documented_and_never_a_5xx(api_server: ApiServer) -> No
                 case.call_and_validate(headers=dialect_headers if dialect else headers, checks=CHECKS)
 
             answers_as_documented()
+
+
+def test_stateful_scenarios_follow_the_links_of_a_created_export(api_server: ApiServer) -> None:
+    """Schemathesis's state machine over the same document: scenarios chain operations through the
+    OpenAPI links of a created export (get, download, cancel, delete), with generated values between
+    them; the same checks on every answer. Followed links are what reach an existing export."""
+    headers = {"Authorization": f"Bearer {api_server.new_key('stateful', None)}"}
+    dialect_headers = {"Authorization": f"Bearer {api_server.new_key('stateful', 'stateful')}"}
+    reached: set[tuple[str, str, int]] = set()
+
+    known = {"catalogId": "warehouse", "schemaName": "payment", "tableName": "invoices", "queryId": "charges_view"}
+
+    class Scenarios(schemathesis.openapi.from_url(f"{api_server.url}/openapi.json").as_state_machine()):
+        def before_call(self, case) -> None:
+            # Creates name a source that exists: the start of the scenarios worth following.
+            if case.method.upper() == "POST" and case.path.endswith("/exports"):
+                case.path_parameters = {**case.path_parameters, **{k: v for k, v in known.items()
+                                                                   if k in case.path_parameters}}  # fmt: skip
+
+        def get_call_kwargs(self, case) -> dict:
+            if case.query:
+                case.query.pop("wait", None)
+            if case.path.startswith("/v1/collections/"):
+                case.query = {**(case.query or {}), "wait": 0}
+            return {"headers": dialect_headers if case.path.startswith("/v1/") else headers}
+
+        def after_call(self, response, case) -> None:
+            reached.add((case.method.upper(), case.path, response.status_code))
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+
+    Scenarios.run(
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=8,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    # Only a followed link names an export that exists: a 200 on one is the proof they were followed.
+    on_an_export = {(method, path, status) for method, path, status in reached if "/exports/{id}" in path}
+    assert any(status == 200 for _, _, status in on_an_export), sorted(on_an_export)
