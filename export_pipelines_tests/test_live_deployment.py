@@ -1,7 +1,8 @@
 """End to end on a live deployment started like a user starts it (`export-pipelines dev`: the
 local S3 server, the Dagster webserver and a real dagster-daemon on a temporary DAGSTER_HOME):
 rows inserted into the request table reach SUCCEEDED with downloadable artifacts, the CLI
-submits and downloads, a killed run worker ends FAILED, a cancelled RUNNING export ends
+submits and downloads, a killed run worker ends FAILED (no manifest, nothing left after the expiry
+pass, a retry succeeds), a cancelled RUNNING export ends
 CANCELLED without artifacts. Every wait is on a condition with a deadline.
 """
 
@@ -18,6 +19,8 @@ import dagster as dg
 import duckdb
 import sqlalchemy as sa
 
+from export_pipelines.engine.artifacts import ExportS3Resource, list_keys
+from export_pipelines.orchestration.expiry import expire
 from export_pipelines.service.exports import ExportService
 from export_pipelines.store.tables import ExportStatus, export_requests
 from export_pipelines_tests.conftest import download, wait_for
@@ -78,6 +81,16 @@ def test_killed_run_worker_ends_failed(deployment: Deployment) -> None:
     record = deployment.wait_status(export_id, {"FAILED", "SUCCEEDED"}, timeout=240)
     assert record["status"] == "FAILED"
     assert record["error"]
+    s3, key_prefix = deployment.s3_client(), f"default/{export_id}/"
+    assert "manifest.json" not in " ".join(list_keys(s3, "exports", key_prefix))
+    with deployment.settings():
+        expire(deployment.store, ExportS3Resource(), datetime.now(UTC) - timedelta(days=1), limit=50)
+    assert list_keys(s3, "exports", key_prefix) == []
+    assert s3.list_multipart_uploads(Bucket="exports", Prefix=key_prefix).get("Uploads", []) == []
+    with deployment.settings(), dg.DagsterInstance.get() as instance:
+        ExportService.from_environment(instance).retry(export_id)
+    retried = deployment.wait_status(export_id, {"FAILED", "SUCCEEDED"}, timeout=240)
+    assert retried["status"] == "SUCCEEDED" and retried["attempt"] == 1, retried["error"]
 
 
 def test_cancelled_running_export_ends_cancelled_without_artifacts(deployment: Deployment) -> None:
