@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psutil
 import requests
 
 from export_pipelines.cache.resource import CachedTablesResource
@@ -47,6 +48,16 @@ class ApiServer:
 
     def new_key(self, user_id: str, project_id: str | None, user_name: str | None = None) -> str:
         return self.keys.create(user_id, project_id, user_name)[0]
+
+    def process(self) -> psutil.Process:
+        """The process serving the API (a child of this one)."""
+        port = self.url.rsplit(":", 1)[1]
+        (found,) = [
+            child
+            for child in psutil.Process().children(recursive=True)
+            if "api" in child.cmdline() and port in child.cmdline()
+        ]
+        return found
 
 
 @contextlib.contextmanager

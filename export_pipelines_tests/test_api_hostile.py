@@ -27,6 +27,7 @@ numbers = st.integers() | st.floats(allow_nan=False, allow_infinity=False)
 values = st.sampled_from(HOSTILE_VALUES) | st.text(max_size=60) | numbers
 operators = st.sampled_from(["eq", "ne", "in", "contains", "starts_with", "regex", "gt", "is_null", "between", "nope"])
 TIMEOUT = 60  # seconds: an answer that does not come within it fails the test
+URL_LIMIT = 16 * 1024  # what uvicorn's HTTP parser (h11) takes of a request line
 
 
 def _rest(api: ApiServer, headers: dict, project: str, draw) -> requests.Response:
@@ -83,6 +84,9 @@ def test_hostile_input_is_refused_clearly_or_handled(api_server: ApiServer) -> N
             answer = _mixpeek(api_server, {"Authorization": f"Bearer {key}"}, data.draw)
         assert answer.status_code < 500, (answer.status_code, answer.text[:500])
         assert "Traceback" not in answer.text and 'File "' not in answer.text, answer.text[:500]
+        if len(answer.request.url) > URL_LIMIT:  # refused by uvicorn itself, before the app, in plain text
+            assert answer.status_code == 400 and answer.text == "Invalid HTTP request received.", answer.text
+            return
         body = answer.json()
         if answer.status_code >= 400:
             message = body.get("error") or body.get("message") or body.get("detail")
@@ -93,3 +97,18 @@ def test_hostile_input_is_refused_clearly_or_handled(api_server: ApiServer) -> N
     answers_clearly()
     queued = {record["id"] for record in api_server.store.list_exports(project, None, None, None)}
     assert queued == accepted, "an export was queued for a request the API refused"
+
+
+def test_a_100_mb_body_is_refused_early_in_bounded_memory(api_server: ApiServer) -> None:
+    key = api_server.new_key("hostile", None)
+    url = f"{api_server.url}/api/v1/data/projects/big/queries/charges_view/exports"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    served_by = api_server.process()
+    before = served_by.memory_info().rss
+    for sent_as in ("declared", "streamed"):  # with a Content-Length, then chunked with none
+        body = b"[" + b" " * (100 << 20) if sent_as == "declared" else (b" " * 65536 for _ in range(1600))
+        answer = requests.post(url, data=body, headers=headers, timeout=TIMEOUT)
+        assert answer.status_code == 413 and "larger than 1,048,576 bytes" in answer.json()["error"], answer.text
+    grew_mib = (served_by.memory_info().rss - before) / 2**20
+    assert grew_mib < 32, f"the API grew by {grew_mib:.0f} MiB reading refused bodies"
+    assert api_server.store.list_exports("big", None, None, None) == []

@@ -9,7 +9,6 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import psutil
 import requests
 
 from export_pipelines_tests.conftest import BUCKET, fresh_postgres_database, wait_for
@@ -26,16 +25,6 @@ def _api_settings(s3_server, warehouse: Path, database_url: str) -> dict[str, st
         "EXPORTS_DATABASE_URL": database_url,
         "EXPORTS_BUCKET": BUCKET,
     }
-
-
-def _api_process(url: str) -> psutil.Process:
-    port = url.rsplit(":", 1)[1]
-    (process,) = [
-        child
-        for child in psutil.Process().children(recursive=True)
-        if "api" in child.cmdline() and port in child.cmdline()
-    ]
-    return process
 
 
 def test_creates_retried_through_a_killed_api_are_neither_lost_nor_doubled(
@@ -77,7 +66,7 @@ def test_creates_retried_through_a_killed_api_are_neither_lost_nor_doubled(
             for thread in threads:
                 thread.start()
             wait_for(lambda: len(answers) >= CLIENTS * CREATES // 3, "a third of the creates")
-            _api_process(api.url).send_signal(signal.SIGKILL)
+            api.process().send_signal(signal.SIGKILL)
             store = api.store
         with running_api(settings, tmp_path / "api-2.log") as api:
             server["url"] = api.url
