@@ -113,17 +113,34 @@ def export_env(
     s3_server: LocalS3, demo_warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request
 ) -> ExportEnvironment:
     prefix = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:60] + f"-{uuid.uuid4().hex[:6]}/"
+    database_url = use_settings(monkeypatch, s3_server, demo_warehouse, tmp_path, prefix)
+    return ExportEnvironment(s3_server, demo_warehouse, prefix, database_url, tmp_path)
+
+
+def use_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    s3: LocalS3,
+    warehouse: Path,
+    tmp_path: Path,
+    prefix: str,
+    max_rows: int | None = None,
+) -> str:
+    """Point this process's service (runs in process) at `s3`, `warehouse`, a request table of its own
+    in `tmp_path` and `prefix`; returns the request table's URL."""
     database_url = f"sqlite:///{tmp_path / 'exports.db'}"
     for name, value in {
-        **s3_server.environment(),
-        "EXPORTS_WAREHOUSE": str(demo_warehouse),
+        **s3.environment(),
+        "EXPORTS_WAREHOUSE": str(warehouse),
         "EXPORTS_DATABASE_URL": database_url,
         "EXPORTS_BUCKET": BUCKET,
         "EXPORTS_PREFIX": prefix,
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("EXPORTS_MAX_ROWS", raising=False)
-    return ExportEnvironment(s3_server, demo_warehouse, prefix, database_url, tmp_path)
+    if max_rows is None:
+        monkeypatch.delenv("EXPORTS_MAX_ROWS", raising=False)
+    else:
+        monkeypatch.setenv("EXPORTS_MAX_ROWS", str(max_rows))
+    return database_url
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from export_pipelines.orchestration.expiry import expire
 from export_pipelines.orchestration.jobs import export_job
 from export_pipelines.store.database import engine_for
 from export_pipelines.store.exports import ExportStore
-from export_pipelines_tests.conftest import BUCKET, wait_for
+from export_pipelines_tests.conftest import BUCKET, use_settings, wait_for
 from export_pipelines_tests.faults.conftest import LARGE_ROWS
 
 REQUEST = {"source": {"table": "payment.large_charges"}, "format": "CSV"}  # about 40 parts of 8 MiB
@@ -73,16 +73,7 @@ def _outage(s3: RestartableS3, prefix: str, down_seconds: float) -> threading.Th
 
 def _export_through_an_outage(tmp_path, monkeypatch, s3, warehouse: Path, down_seconds: float):
     prefix = f"outage-{uuid.uuid4().hex[:6]}/"
-    database_url = f"sqlite:///{tmp_path / 'exports.db'}"
-    for name, value in {
-        **s3.server.environment(),
-        "EXPORTS_WAREHOUSE": str(warehouse),
-        "EXPORTS_DATABASE_URL": database_url,
-        "EXPORTS_BUCKET": BUCKET,
-        "EXPORTS_PREFIX": prefix,
-        "EXPORTS_MAX_ROWS": str(LARGE_ROWS),
-    }.items():
-        monkeypatch.setenv(name, value)
+    database_url = use_settings(monkeypatch, s3.server, warehouse, tmp_path, prefix, max_rows=LARGE_ROWS)
     outage = _outage(s3, prefix, down_seconds)
     began = time.monotonic()
     result = export_job.execute_in_process(run_config=REQUEST, raise_on_error=False)

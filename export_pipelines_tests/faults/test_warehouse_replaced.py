@@ -13,7 +13,8 @@ import duckdb
 from export_pipelines.orchestration.jobs import export_job
 from export_pipelines.store.database import engine_for
 from export_pipelines.store.exports import ExportStore
-from export_pipelines_tests.conftest import BUCKET, wait_for
+from export_pipelines_tests.conftest import BUCKET, use_settings, wait_for
+from export_pipelines_tests.faults.conftest import LARGE_ROWS
 
 CHECK = "SELECT count(*), sum(id) FROM {}"
 KEPT = 500_000  # rows of payment.large_charges in the new file
@@ -28,17 +29,8 @@ def test_the_warehouse_replaced_under_a_reading_export(
     shutil.copy(fault_warehouse, replacement)
     with duckdb.connect(str(replacement)) as connection:
         connection.execute(f"DELETE FROM payment.large_charges WHERE id >= {KEPT}")
-    database_url = f"sqlite:///{tmp_path / 'exports.db'}"
     prefix = f"replaced-{uuid.uuid4().hex[:6]}/"
-    for name, value in {
-        **s3_server.environment(),
-        "EXPORTS_WAREHOUSE": str(warehouse),
-        "EXPORTS_DATABASE_URL": database_url,
-        "EXPORTS_BUCKET": BUCKET,
-        "EXPORTS_PREFIX": prefix,
-        "EXPORTS_MAX_ROWS": "10000000",
-    }.items():
-        monkeypatch.setenv(name, value)
+    database_url = use_settings(monkeypatch, s3_server, warehouse, tmp_path, prefix, max_rows=LARGE_ROWS)
     store = ExportStore(engine_for(database_url))
 
     def replace_once_writing() -> None:
