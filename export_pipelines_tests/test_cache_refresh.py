@@ -22,6 +22,7 @@ import pytest
 
 from export_pipelines.cache.refresh import remove_retired_versions
 from export_pipelines.cache.resource import CachedTablesResource
+from export_pipelines.cache.versions import VersionWriter
 from export_pipelines.definitions import defs
 from export_pipelines.deploy.demo_catalog import build_demo_catalog
 from export_pipelines.orchestration.cache_refresh import cache_entries_partitions, cache_refresh_sensor
@@ -224,6 +225,35 @@ def test_a_failing_refresh_keeps_the_copy_and_records_why(
         {"source": {"catalog": CATALOG_ID, "table": "public.charges"}, "project_id": "acme"}
     )
     assert export.success  # the old copy is still exported
+
+
+def test_a_refresh_failing_half_way_keeps_the_copy_and_leaves_no_partial_file(
+    catalog_env: CatalogEnvironment, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog_env.sql(CREATE_CHARGES)
+    catalog_env.sql("INSERT INTO public.charges (id, amount) SELECT g, g FROM generate_series(1, 100) g")
+    (created,) = batch("acme", item())
+    entry_id = created.cache["id"]
+    assert run_refresh(instance, entry_id).success
+    before = entry_of(entry_id)
+    catalog_env.sql("UPDATE public.charges SET amount = amount + 1000")
+
+    def disk_full(*_args: Any, **_kwargs: Any) -> None:  # the new rows are written, not yet compared
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(VersionWriter, "_compare", disk_full)
+    assert not run_refresh(instance, entry_id, full=True).success
+    after = entry_of(entry_id)
+    assert after["status"] == "FAILED" and "No space left on device" in after["error"]
+    assert (after["version"], after["version_path"]) == (before["version"], before["version_path"])
+    copy = CachedTablesResource().version_path(before["version_path"])
+    assert [path.name for path in copy.parent.iterdir()] == [copy.name], "no partial version file left"
+    exported = catalog_env.exports.run(
+        {"source": {"catalog": CATALOG_ID, "table": "public.charges"}, "project_id": "acme", "format": "PARQUET"}
+    )
+    record = catalog_env.exports.record(exported)
+    artifact = catalog_env.exports.download(record["files"][0]["key"])
+    assert duckdb.sql(f"SELECT sum(amount) FROM '{artifact}'").fetchall() == [(5050,)]  # the copy from before
 
 
 def test_exports_read_the_current_copy_without_plumbing(
