@@ -80,4 +80,3 @@ def test_every_answer_is_documented_and_never_a_5xx(api_server: ApiServer) -> No
                 case.call_and_validate(headers=dialect_headers if dialect else headers, checks=CHECKS)
 
             answers_as_documented()
-
