@@ -196,15 +196,20 @@ def test_incremental_refreshes_follow_inserts_updates_deletes_and_late_commits(
     assert entry_of(entry_id)["last_full_refresh_at"] == entry_of(entry_id)["last_refresh_at"]
 
 
-def test_a_failing_refresh_keeps_the_copy_and_records_why(
-    catalog_env: CatalogEnvironment, instance: dg.DagsterInstance
-) -> None:
+def _refreshed_entry(catalog_env: CatalogEnvironment, instance: dg.DagsterInstance) -> tuple[str, dict[str, Any]]:
+    """An entry of `public.charges` (100 rows) in project acme, refreshed once: its id and its record."""
     catalog_env.sql(CREATE_CHARGES)
     catalog_env.sql("INSERT INTO public.charges (id, amount) SELECT g, g FROM generate_series(1, 100) g")
     (created,) = batch("acme", item())
     entry_id = created.cache["id"]
     assert run_refresh(instance, entry_id).success
-    before = entry_of(entry_id)
+    return entry_id, entry_of(entry_id)
+
+
+def test_a_failing_refresh_keeps_the_copy_and_records_why(
+    catalog_env: CatalogEnvironment, instance: dg.DagsterInstance
+) -> None:
+    entry_id, before = _refreshed_entry(catalog_env, instance)
 
     catalog_env.sql("ALTER TABLE public.charges RENAME TO charges_gone")
     failed = run_refresh(instance, entry_id, full=True)
@@ -230,12 +235,7 @@ def test_a_failing_refresh_keeps_the_copy_and_records_why(
 def test_a_refresh_failing_half_way_keeps_the_copy_and_leaves_no_partial_file(
     catalog_env: CatalogEnvironment, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    catalog_env.sql(CREATE_CHARGES)
-    catalog_env.sql("INSERT INTO public.charges (id, amount) SELECT g, g FROM generate_series(1, 100) g")
-    (created,) = batch("acme", item())
-    entry_id = created.cache["id"]
-    assert run_refresh(instance, entry_id).success
-    before = entry_of(entry_id)
+    entry_id, before = _refreshed_entry(catalog_env, instance)
     catalog_env.sql("UPDATE public.charges SET amount = amount + 1000")
 
     def disk_full(*_args: Any, **_kwargs: Any) -> None:  # the new rows are written, not yet compared
