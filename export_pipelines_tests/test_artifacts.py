@@ -16,6 +16,7 @@ from export_pipelines.engine.artifacts import (
     S3UploadWriter,
     part_size,
     stored_sha256,
+    unfinished_uploads,
     verify_uploaded,
 )
 from export_pipelines_tests.conftest import BUCKET
@@ -71,8 +72,7 @@ def test_aborted_multipart_upload_leaves_nothing(s3_server: LocalS3) -> None:
         writer.write(b"z" * (2 * PART_BYTES + 10))
         writer.abort()
     assert "Contents" not in client.list_objects_v2(Bucket=BUCKET, Prefix="integrity/aborted")
-    uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix="integrity/aborted").get("Uploads", [])
-    assert uploads == []
+    assert unfinished_uploads(client, BUCKET, "integrity/aborted") == []
 
 
 def test_parts_grow_so_that_any_object_fits_in_10000_parts(s3_server: LocalS3, monkeypatch) -> None:

@@ -19,7 +19,7 @@ import dagster as dg
 import duckdb
 import sqlalchemy as sa
 
-from export_pipelines.engine.artifacts import ExportS3Resource, list_keys
+from export_pipelines.engine.artifacts import ExportS3Resource, list_keys, unfinished_uploads
 from export_pipelines.orchestration.expiry import expire
 from export_pipelines.service.exports import ExportService
 from export_pipelines.store.tables import ExportStatus, export_requests
@@ -86,7 +86,7 @@ def test_killed_run_worker_ends_failed(deployment: Deployment) -> None:
     with deployment.settings():
         expire(deployment.store, ExportS3Resource(), datetime.now(UTC) - timedelta(days=1), limit=50)
     assert list_keys(s3, "exports", key_prefix) == []
-    assert s3.list_multipart_uploads(Bucket="exports", Prefix=key_prefix).get("Uploads", []) == []
+    assert unfinished_uploads(s3, "exports", key_prefix) == []
     with deployment.settings(), dg.DagsterInstance.get() as instance:
         ExportService.from_environment(instance).retry(export_id)
     retried = deployment.wait_status(export_id, {"FAILED", "SUCCEEDED"}, timeout=240)

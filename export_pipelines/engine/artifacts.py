@@ -433,13 +433,18 @@ def delete_export_objects(client: Any, bucket: str, s3_prefix: str, project_id: 
     return deleted + abort_uploads(client, bucket, key_prefix)
 
 
-def abort_uploads(client: Any, bucket: str, key_prefix: str) -> int:
-    """Abort every unfinished multipart upload under `key_prefix`; returns how many."""
-    uploads = [
+def unfinished_uploads(client: Any, bucket: str, key_prefix: str) -> list[tuple[str, str]]:
+    """(key, upload id) of every multipart upload under `key_prefix` that was neither completed nor aborted."""
+    return [
         (upload["Key"], upload["UploadId"])
         for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=key_prefix)
         for upload in page.get("Uploads", [])
     ]
+
+
+def abort_uploads(client: Any, bucket: str, key_prefix: str) -> int:
+    """Abort every unfinished multipart upload under `key_prefix`; returns how many."""
+    uploads = unfinished_uploads(client, bucket, key_prefix)
     for key, upload_id in uploads:
         client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
     return len(uploads)

@@ -20,6 +20,7 @@ import yaml
 
 from export_pipelines.deploy.dev import PROJECT_ROOT, create_instance_storage
 from export_pipelines.deploy.local_s3 import LocalS3
+from export_pipelines.engine.artifacts import list_keys, unfinished_uploads
 from export_pipelines.store.database import engine_for
 from export_pipelines.store.exports import ExportStore
 from export_pipelines_tests.conftest import BUCKET, environment, started, wait_for
@@ -97,22 +98,13 @@ class Stack:
             ids.append(export_id)
         return ids
 
-    def objects(self) -> list[str]:
-        """Every object under the stack's prefix."""
-        keys, token = [], None
-        while True:
-            page = self.s3.list_objects_v2(
-                Bucket=BUCKET, Prefix=self.prefix, **({"ContinuationToken": token} if token else {})
-            )
-            keys += [item["Key"] for item in page.get("Contents", [])]
-            token = page.get("NextContinuationToken")
-            if not token:
-                return keys
+    def objects(self, below: str = "") -> list[str]:
+        """Every object under the stack's prefix (and `below` it)."""
+        return list_keys(self.s3, BUCKET, self.prefix + below)
 
     def uploads(self) -> list[str]:
         """The keys of every unfinished multipart upload under the stack's prefix."""
-        listed = self.s3.list_multipart_uploads(Bucket=BUCKET, Prefix=self.prefix)
-        return [upload["Key"] for upload in listed.get("Uploads", [])]
+        return [key for key, _ in unfinished_uploads(self.s3, BUCKET, self.prefix)]
 
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text(errors="replace")

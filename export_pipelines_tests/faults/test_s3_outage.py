@@ -20,6 +20,7 @@ from export_pipelines.engine.artifacts import (
     get_manifest,
     list_keys,
     stored_sha256,
+    unfinished_uploads,
 )
 from export_pipelines.orchestration.expiry import expire
 from export_pipelines.orchestration.jobs import export_job
@@ -58,7 +59,7 @@ def _outage(s3: RestartableS3, prefix: str, down_seconds: float) -> threading.Th
     client = s3.server.client()
 
     def uploading() -> bool:
-        return bool(client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads"))
+        return bool(unfinished_uploads(client, BUCKET, prefix))
 
     def run() -> None:
         wait_for(uploading, "an upload under way", 120)
@@ -117,8 +118,8 @@ def test_s3_gone_longer_than_the_retries(tmp_path: Path, monkeypatch, s3: Restar
     client = s3.server.client()
     key_prefix = f"{prefix}default/{record['id']}/"
     assert get_manifest(client, BUCKET, key_prefix) is None
-    left = client.list_multipart_uploads(Bucket=BUCKET, Prefix=key_prefix).get("Uploads", [])
+    left = unfinished_uploads(client, BUCKET, key_prefix)
     counts = expire(store, ExportS3Resource(), datetime.now(UTC) - timedelta(days=1), limit=10)
     print(f"left behind: {len(left)} unfinished upload(s), {list_keys(client, BUCKET, key_prefix)}; swept: {counts}")
     assert list_keys(client, BUCKET, key_prefix) == []
-    assert client.list_multipart_uploads(Bucket=BUCKET, Prefix=key_prefix).get("Uploads", []) == []
+    assert unfinished_uploads(client, BUCKET, key_prefix) == []
