@@ -18,12 +18,15 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events, from_schema
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
+from export_pipelines.api.exports import CREATED_LINKS
 from export_pipelines_tests.conftest import CATALOG_ID
 from export_pipelines_tests.rest import ApiServer, run_queued
 
@@ -80,3 +83,61 @@ def test_every_answer_is_documented_and_never_a_5xx(api_server: ApiServer) -> No
                 case.call_and_validate(headers=dialect_headers if dialect else headers, checks=CHECKS)
 
             answers_as_documented()
+
+
+STATEFUL_CHECKS = [check.__name__ for check in CHECKS] + ["use_after_free", "ensure_resource_availability"]
+SOURCES = {"catalogId": "warehouse", "schemaName": "payment", "tableName": "invoices", "queryId": "charges_view"}
+
+
+def test_stateful_scenarios_follow_the_links_of_a_created_export(api_server: ApiServer) -> None:
+    """Schemathesis's own engine runs its state machine over the export routes: scenarios of up to 8
+    calls chain a create to the export's get, download, cancel and delete through the document's
+    links (and through links it infers from answers), with valid generated values between them.
+    The checks above on every answer, and two of the chain: a created export is found where its
+    links say, a deleted one is gone (404) after. Creates name a real source, so that chains start
+    from exports that exist. The engine, unlike a bare Hypothesis state machine, tells a replay that
+    differs (the server's state moved on) from a failure."""
+    key = api_server.new_key("stateful", None)
+    config = SchemathesisConfig.from_dict(
+        {
+            "headers": {"Authorization": f"Bearer {key}"},
+            "checks": {"enabled": False, **{name: {"enabled": True} for name in STATEFUL_CHECKS}},
+            "phases": {
+                **{phase: {"enabled": False} for phase in ("examples", "coverage", "fuzzing")},
+                "stateful": {"enabled": True, "max-steps": 8, "generation": {"mode": "positive"}},
+            },
+            "seed": 20261201,
+            "generation": {"max-examples": 100, "database": "none"},
+            "parameters": {"query.wait": 0},  # no run happens meanwhile: a wait would only last
+            "operations": [
+                {"include-path-regex": "^/v1/|/cache", "enabled": False},  # the test above covers them
+                {"include-path-regex": "/exports$", "include-method": "POST", "parameters": SOURCES},
+            ],
+        }
+    )
+    schema = schemathesis.openapi.from_url(f"{api_server.url}/openapi.json", config=config)
+    problems: list = []
+    checked: set[str] = set()
+    followed: set[tuple[str, int]] = set()
+    for event in from_schema(schema).execute():
+        if isinstance(event, (events.NonFatalError, events.FatalError)):
+            problems.append(event)
+        if isinstance(event, events.ScenarioFinished):
+            recorder = event.recorder
+            for checks in recorder.checks.values():
+                checked |= {check.name for check in checks}
+                problems += [check.failure_info for check in checks if check.status != Status.SUCCESS]
+            for case_id, node in recorder.cases.items():
+                interaction = recorder.interactions.get(case_id)
+                if node.is_transition_applied and interaction and interaction.response:
+                    followed.add((node.transition.id, interaction.response.status_code))
+    assert not problems, problems
+    assert checked >= set(STATEFUL_CHECKS), checked
+    # Only a followed link names an export that exists: a 200 through each of them proves it.
+    answered = {
+        link
+        for link in CREATED_LINKS
+        for transition, status in followed
+        if f"[202] {link} ->" in transition and status == 200
+    }
+    assert answered >= {"GetExport", "DeleteExport", "CancelExport"}, sorted(followed)
