@@ -15,7 +15,7 @@ printed apart. Then it prints the peak RSS of a whole export_job run in a fresh 
 
 Also prints what live progress costs (the same export with and without reporting it).
 
-    uv run python benchmarks/export_benchmark.py [--rows 1000000] [--repeat 3] [--skip-rss]
+    uv run python benchmarks/export_benchmark.py [--rows 1000000] [--repeat 3] [--skip-rss | --rss-only]
 """
 
 import argparse
@@ -212,13 +212,17 @@ def progress_cost(resources: dict, repeat: int) -> None:
         )
 
 
-def ours_job(export_format: str, compression: str, max_rows_per_file: int | None = None) -> None:
+def ours_job(
+    export_format: str, compression: str, max_rows_per_file: int | None = None, order_by: str | None = None
+) -> None:
     """The same export as a whole Dagster run (adds Dagster's per-run overhead)."""
     from export_pipelines.orchestration.jobs import export_job
 
     request = {"source": {"table": "payment.charges"}, "format": export_format, "compression": compression}
     if max_rows_per_file:
         request["max_rows_per_file"] = max_rows_per_file
+    if order_by:
+        request["order_by"] = [order_by]
     result = export_job.execute_in_process(run_config=request)
     assert result.success
 
@@ -244,14 +248,17 @@ def timed_with_cpu(function, *args) -> tuple[float, float]:
     return seconds, busy_core_seconds() - busy
 
 
-def peak_rss_of_export(rows: int, workdir: Path, environment: dict[str, str]) -> tuple[float, float]:
+def peak_rss_of_export(
+    rows: int, workdir: Path, environment: dict[str, str], order_by: str | None
+) -> tuple[float, float]:
     """Peak RSS (MiB) of a fresh process running one CSV/GZIP export of `rows` rows (a whole
-    export_job run, in parts of at most 1,000,000 rows), and its seconds."""
+    export_job run, in parts of at most 1,000,000 rows, ordered by `order_by` if given), and its
+    seconds."""
     warehouse = workdir / f"rss-{rows}.duckdb"
     if not warehouse.exists():
         build_warehouse(warehouse, rows)
     child = subprocess.run(
-        [sys.executable, __file__, "--rss-child"],
+        [sys.executable, __file__, "--rss-child", *([f"--rss-order-by={order_by}"] if order_by else [])],
         env={**environment, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(rows * 2)},
         capture_output=True,
         text=True,
@@ -261,11 +268,11 @@ def peak_rss_of_export(rows: int, workdir: Path, environment: dict[str, str]) ->
     return float(peak), float(seconds)
 
 
-def rss_child() -> None:
+def rss_child(order_by: str | None) -> None:
     import logging
 
     logging.disable(logging.INFO)
-    seconds = timed(ours_job, "CSV", "GZIP", 1_000_000)
+    seconds = timed(ours_job, "CSV", "GZIP", 1_000_000, order_by)
     print(f"{peak_rss_mib():.0f} {seconds:.2f}")
 
 
@@ -287,10 +294,12 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated pairs, e.g. CSV/NONE,PARQUET/ZSTD")
     parser.add_argument("--skip-shaping", action="store_true")
     parser.add_argument("--skip-progress", action="store_true")
+    parser.add_argument("--rss-only", action="store_true", help="only the peak RSS figures")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rss-order-by", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
-        return rss_child()
+        return rss_child(args.rss_order_by)
 
     import logging
 
@@ -310,6 +319,8 @@ def main() -> None:
                 "EXPORTS_MAX_ROWS": str(args.rows * 3),  # room for the expanded case
             }
             os.environ.update(environment)
+            if args.rss_only:
+                return print_peak_rss([int(rows) for rows in args.rss_rows.split(",")], workdir, environment)
             from export_pipelines.orchestration.resources import default_resources
 
             client = s3.client()
@@ -360,16 +371,21 @@ def main() -> None:
             path_seconds = statistics.median(timed(ours, "PARQUET", "ZSTD", resources) for _ in range(args.repeat))
             print(f"Dagster run overhead (execute_in_process, PARQUET/ZSTD): {job_seconds - path_seconds:.2f}s per run")
             if not args.skip_rss:
-                sizes = [int(rows) for rows in args.rss_rows.split(",")]
-                peaks = {rows: peak_rss_of_export(rows, workdir, environment) for rows in sizes}
-                first = peaks[sizes[0]][0]
-                print("\npeak RSS of a whole export_job run, CSV/GZIP, parts of <= 1,000,000 rows")
-                for rows, (peak, seconds) in peaks.items():
-                    print(
-                        f"{rows:>12,} rows  {peak:6.0f} MiB  {seconds:6.1f} s  {peak / first:5.2f}x  "
-                        f"(targets: <= {RSS_TARGET_MIB} MiB at 1M, <= {RSS_GROWTH_TARGET}x)",
-                        flush=True,
-                    )
+                print_peak_rss([int(rows) for rows in args.rss_rows.split(",")], workdir, environment)
+
+
+def print_peak_rss(sizes: list[int], workdir: Path, environment: dict[str, str]) -> None:
+    print("\npeak RSS of a whole export_job run, CSV/GZIP, parts of <= 1,000,000 rows", flush=True)
+    for order_by in (None, "amount"):
+        peaks = {rows: peak_rss_of_export(rows, workdir, environment, order_by) for rows in sizes}
+        first = peaks[sizes[0]][0]
+        for rows, (peak, seconds) in peaks.items():
+            print(
+                f"{rows:>12,} rows {'ordered by ' + order_by if order_by else 'as stored':>18}  {peak:6.0f} MiB  "
+                f"{seconds:6.1f} s  {peak / first:5.2f}x  (targets: <= {RSS_TARGET_MIB} MiB at 1M, "
+                f"<= {RSS_GROWTH_TARGET}x)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

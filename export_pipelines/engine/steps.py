@@ -266,7 +266,7 @@ def serialize_to_s3(
     then the vectors artifact, when asked for. `should_stop` is asked once per uploaded part
     (8 MiB): when it answers true, writing stops with WritingStopped and nothing is left in S3.
     `on_rows` hears the rows of the data files taken in by the writer so far, per batch (about
-    100,000 rows)."""
+    10,000 rows)."""
     export = rows.export
     assert rows.row_count is not None
     request = export.request
