@@ -290,7 +290,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--rss-rows", default="1000000,5000000", help="comma-separated sizes, e.g. 1000000,20000000")
+    parser.add_argument(
+        "--rss-rows",
+        type=lambda sizes: [int(rows) for rows in sizes.split(",")],
+        default="1000000,5000000",
+        help="comma-separated sizes, e.g. 1000000,20000000",
+    )
     parser.add_argument("--only", default=None, help="comma-separated pairs, e.g. CSV/NONE,PARQUET/ZSTD")
     parser.add_argument("--skip-shaping", action="store_true")
     parser.add_argument("--skip-progress", action="store_true")
@@ -309,7 +314,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
         workdir = Path(tmp)
         warehouse = workdir / "warehouse.duckdb"
-        build_warehouse(warehouse, args.rows)
+        if not args.rss_only:  # the memory runs build a warehouse per size
+            build_warehouse(warehouse, args.rows)
         with run_local_s3(workdir / "s3", buckets=("exports",)) as s3:
             environment = {
                 **os.environ,
@@ -320,7 +326,7 @@ def main() -> None:
             }
             os.environ.update(environment)
             if args.rss_only:
-                return print_peak_rss([int(rows) for rows in args.rss_rows.split(",")], workdir, environment)
+                return print_peak_rss(args.rss_rows, workdir, environment)
             from export_pipelines.orchestration.resources import default_resources
 
             client = s3.client()
@@ -371,7 +377,7 @@ def main() -> None:
             path_seconds = statistics.median(timed(ours, "PARQUET", "ZSTD", resources) for _ in range(args.repeat))
             print(f"Dagster run overhead (execute_in_process, PARQUET/ZSTD): {job_seconds - path_seconds:.2f}s per run")
             if not args.skip_rss:
-                print_peak_rss([int(rows) for rows in args.rss_rows.split(",")], workdir, environment)
+                print_peak_rss(args.rss_rows, workdir, environment)
 
 
 def print_peak_rss(sizes: list[int], workdir: Path, environment: dict[str, str]) -> None:
