@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import psutil
 
 from export_pipelines.engine.artifacts import ExportS3Resource
 from export_pipelines.orchestration.expiry import expire
@@ -30,7 +31,10 @@ def test_a_worker_host_killed_mid_export(tmp_path: Path, s3_server, fault_wareho
         with stack.worker("host-a", concurrency=1) as host:
             (large,) = stack.insert([{"source": {"table": "payment.large_charges"}, "format": "CSV",
                                       "compression": "GZIP"}])  # fmt: skip
-            wait_for(lambda: (stack.store.get(large)["rows_written"] or 0) > 0, "the large export to be writing")
+            wait_for(stack.uploads, "the large export to be uploading")
+            # Frozen mid-upload until the kill: on a fast machine it would otherwise finish first.
+            for pool_process in psutil.Process(host.pid).children(recursive=True):
+                pool_process.suspend()
             (held,) = stack.insert([{"source": {"table": "payment.invoices"}, "limit": 10}])
             wait_for(lambda: stack.log("host-a").count("] received") >= 2, "the worker to take the next run")
             os.killpg(host.pid, signal.SIGKILL)
@@ -41,7 +45,7 @@ def test_a_worker_host_killed_mid_export(tmp_path: Path, s3_server, fault_wareho
             )
             failed_after = time.monotonic() - killed
             assert record["status"] == "FAILED" and "has not answered" in record["error"], record
-            assert stack.uploads(), "the kill landed mid-upload (else this tests nothing)"
+            assert stack.uploads(), "the upload it froze in is left unfinished"
             assert stack.objects(f"default/{large}/") == [], "no manifest, no file"
             with stack.instance():
                 expire(stack.store, ExportS3Resource(), datetime.now(UTC) - timedelta(days=1), limit=100)
