@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 import psutil
+from dagster._core.scheduler.instigation import InstigatorStatus
 
 from export_pipelines.deploy.demo_warehouse import build_demo_warehouse, create_charges
 from export_pipelines.deploy.dev import running_dev_deployment
@@ -64,6 +65,25 @@ class Deployment:
     def settings(self) -> contextlib.AbstractContextManager[None]:
         """The deployment's environment variables in this process, for the duration."""
         return environment(self.environment)
+
+    @contextlib.contextmanager
+    def sensor_stopped(self, name: str) -> Iterator[None]:
+        """The daemon's sensor `name` stopped for the duration, as the UI's toggle stops it, once a
+        tick it had under way has ended."""
+        with self.settings(), dg.DagsterInstance.get() as instance:
+            (state,) = [s for s in instance.all_instigator_state() if s.name == name]
+            instance.update_instigator_state(state.with_status(InstigatorStatus.STOPPED))
+
+            def no_tick_under_way() -> bool:
+                ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+                return not ticks or ticks[0].status.value != "STARTED"
+
+            wait_for(no_tick_under_way, f"the last tick of {name} to end")
+            try:
+                yield
+            finally:
+                now = instance.get_instigator_state(state.instigator_origin_id, state.selector_id)
+                instance.update_instigator_state(now.with_status(state.status))
 
     def run_worker(self, export_id: str) -> psutil.Process | None:
         """The process executing the export's run: the pool process of a run worker whose pid the

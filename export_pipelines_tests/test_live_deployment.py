@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from export_pipelines.engine.artifacts import ExportS3Resource, list_keys, unfinished_uploads
 from export_pipelines.orchestration.expiry import expire
+from export_pipelines.orchestration.launch import LAUNCH_TAG, LAUNCHED_AT_ONCE, REQUEST_SENSOR
 from export_pipelines.service.exports import ExportService
 from export_pipelines.store.tables import ExportStatus, export_requests
 from export_pipelines_tests.conftest import download, wait_for
@@ -34,15 +35,16 @@ def test_rows_inserted_into_the_table_are_exported(deployment: Deployment) -> No
         {"source": {"table": "payment.customers"}, "format": "jsonl", "filters": {"AND": [
             {"field": "active", "operator": "eq", "value": True}]}},
     ]  # fmt: skip
-    ids = [deployment.insert(request, project_id="acme") for request in requests]
-    for export_id, rows in zip(ids, [1000, 500, 2500], strict=True):
-        record = deployment.wait_status(export_id, {"SUCCEEDED", "FAILED"})
+    with deployment.sensor_stopped(REQUEST_SENSOR):  # the API's watch of the table alone launches them
+        ids = [deployment.insert(request, project_id="acme") for request in requests]
+        records = [deployment.wait_status(export_id, {"SUCCEEDED", "FAILED"}) for export_id in ids]
+    for export_id, rows, record in zip(ids, [1000, 500, 2500], records, strict=True):
         assert record["status"] == "SUCCEEDED", record["error"]
         assert record["row_count"] == rows and record["run_id"] and record["started_at"] <= record["finished_at"]
         assert record["client_source"] == "table" and record["user_id"] == "e2e"
         with deployment.settings(), dg.DagsterInstance.get() as instance:
             [run] = instance.get_runs(dg.RunsFilter(tags={"export_id": export_id}))
-        assert run.tags["export_launch"] == "at_once"  # by the API's watch of the table, not the sensor
+        assert run.tags[LAUNCH_TAG] == LAUNCHED_AT_ONCE
         for link in deployment.links(export_id):
             assert hashlib.sha256(download(link["url"])).hexdigest() == link["sha256"]
 

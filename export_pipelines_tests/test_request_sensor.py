@@ -171,18 +171,21 @@ def test_a_row_a_door_is_launching_is_left_to_it_until_its_claim_is_stale(
 ) -> None:
     """A door (the API, the CLI, the table watch) that claimed a row's launch creates its run within
     a second or two; were the sensor to launch it too, each could create a run before seeing the
-    other's (seen in a live test). A claim older than FRESH_CLAIM stands for a door that died."""
+    other's (seen in a live test). A claim older than FRESH_CLAIM stands for a door that died. What the
+    sensor requests it takes: no door claims it after."""
     reserved = store.insert("reserved", "default", VALID, reserve_launch=True)
     insert(store, "claimed", VALID, datetime.now(UTC))
     assert store.claim_launch("claimed", 0)
     insert(store, "free", VALID, datetime.now(UTC))
     first = tick(instance, database_url, demo_warehouse)
     assert keys(first) == ["free"]
+    assert not store.claim_launch("free", 0), "the sensor took it: no door launches it too"
     stale = datetime.now(UTC) - FRESH_CLAIM - timedelta(seconds=1)
     with store.engine.begin() as connection:
         connection.execute(sa.update(export_requests).values(launch_claimed_at=stale))
     second = tick(instance, database_url, demo_warehouse, first.cursor)
     assert sorted(keys(second)) == sorted([reserved, "claimed"])
+    assert not store.claim_launch(reserved, 0) and not store.claim_launch("claimed", 0)
 
 
 def test_retry_gets_its_own_attempt_key(instance, database_url, store, demo_warehouse) -> None:

@@ -106,6 +106,20 @@ def test_one_launcher_claims_each_attempt(database_url: str) -> None:
     assert reserved in {record["id"] for record in store.unlaunched(1000)}
 
 
+def test_the_request_sensor_and_a_door_never_both_launch_an_attempt(database_url: str) -> None:
+    """The sensor takes a row's launch with one conditional update, as a door claims it: racing, one
+    of the two wins; a row the sensor took is no door's any more, and stays the sensor's."""
+    store = ExportStore(engine_for(database_url))
+    for _ in range(10):
+        record = store.get(store.insert(str(uuid.uuid4()), "p-take", {"source": {"table": "payment.charges"}}))
+        with ThreadPoolExecutor(2) as pool:
+            sensor, door = pool.submit(store.take_launch, record), pool.submit(store.claim_launch, record["id"], 0)
+        assert [sensor.result(), door.result()].count(True) == 1
+        assert record["id"] not in {r["id"] for r in store.unlaunched(1000)}
+        if sensor.result():
+            assert store.take_launch(record) and not store.claim_launch(record["id"], 0)
+
+
 def test_a_run_lost_before_its_export_began_is_replaced_three_times(database_url: str) -> None:
     store = ExportStore(engine_for(database_url))
     export_id = store.insert(str(uuid.uuid4()), "acme", {"source": {"table": "payment.charges"}})

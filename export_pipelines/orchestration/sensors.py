@@ -119,9 +119,9 @@ def export_request_sensor(
             key = run_key(record)
             if key in requested:
                 continue
-            if store.launch_claimed(record):
-                # A door is launching it right now: two launchers could each create a run before
-                # seeing the other's. Looked at again next tick (it stays in the look-back window).
+            if not store.take_launch(record):
+                # A door is launching it right now (or it has moved on). Looked at again next tick
+                # (it stays in the look-back window).
                 continue
             created_at = record["created_at"]
             high_water = max(high_water, created_at) if high_water else created_at
@@ -134,6 +134,8 @@ def export_request_sensor(
             # created_at) that no run was ever launched for.
             for record in store.pending(None, STRAGGLERS_PER_TICK, created_before=since):
                 if context.instance.get_runs(dg.RunsFilter(tags=attempt_tags(record)), limit=1):
+                    continue
+                if not store.take_launch(record):
                     continue
                 context.log.warning(f"straggler export {record['id']}: no run was ever launched for it")
                 run_requests += _run_request(record, checks, store, context.log)

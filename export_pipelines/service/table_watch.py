@@ -24,8 +24,12 @@ def watch_request_table(service: ExportService, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             waiting = service.store.unlaunched(LAUNCHES_PER_PASS + 1)
-            for record in waiting if len(waiting) <= LAUNCHES_PER_PASS else []:
-                service.launch(record["id"], "table")
+            if len(waiting) > LAUNCHES_PER_PASS:
+                waiting = []
+            # All claimed before the first launch: the sensor leaves every one of them to this watch.
+            claimed = [r for r in waiting if service.store.claim_launch(r["id"], r["attempt"])]
+            for record in claimed:
+                service.launch_claimed(record, "table")
         except Exception:  # the sensor covers what this misses; keep watching
             logger.exception("watching the request table failed; retrying")
         stop.wait(WATCH_SECONDS)

@@ -188,14 +188,30 @@ class ExportStore:
             launch_claimed_at=None,
         )
 
-    @staticmethod
-    def launch_claimed(record: Mapping[str, Any]) -> bool:
-        """Whether a door claimed (or reserved) the launch of the export's current attempt less than
-        FRESH_CLAIM ago: the request sensor then leaves it to that door."""
-        claimed = record["launched_attempt"]
-        ours = claimed == record["attempt"] or (claimed == RESERVED_FOR_ITS_DOOR and record["attempt"] == 0)
-        since = as_utc(record["launch_claimed_at"])
-        return ours and since is not None and since > _now() - FRESH_CLAIM
+    def take_launch(self, record: Mapping[str, Any]) -> bool:
+        """Take the launch of a PENDING export's current attempt for the request sensor, unless a door
+        claimed (or reserved) it less than FRESH_CLAIM ago; True when the sensor may request its run.
+
+        Taken like a released claim (the attempt, no time): no door launches it any more, and the
+        sensor takes it again on any later tick (Dagster's run-key dedupe keeps that to one run).
+        One conditional update, so a door's claim and the sensor's never both succeed."""
+        claimed, claimed_at = export_requests.c.launched_attempt, export_requests.c.launch_claimed_at
+        attempt = record["attempt"]
+        doors = sa.or_(claimed == attempt, sa.and_(claimed == RESERVED_FOR_ITS_DOOR, attempt == 0))
+        door_claim_is_fresh = sa.and_(claimed.is_not(None), doors, claimed_at.is_not(None),
+                                      claimed_at > _now() - FRESH_CLAIM)  # fmt: skip
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                export_requests.update()
+                .where(
+                    export_requests.c.id == record["id"],
+                    export_requests.c.attempt == attempt,
+                    export_requests.c.status == ExportStatus.PENDING.value,
+                    sa.not_(door_claim_is_fresh),
+                )
+                .values(launched_attempt=attempt, launch_claimed_at=None)
+            )
+        return result.rowcount == 1
 
     def unlaunched(self, limit: int) -> list[dict[str, Any]]:
         """PENDING exports whose current attempt no door has claimed or reserved to launch, oldest first."""
