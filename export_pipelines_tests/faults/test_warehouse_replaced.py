@@ -4,16 +4,16 @@ holds that file), and the next export reads the new file."""
 
 import os
 import shutil
-import threading
 import uuid
 from pathlib import Path
 
 import duckdb
 
 from export_pipelines.orchestration.jobs import export_job
+from export_pipelines.orchestration.progress import ProgressReporter
 from export_pipelines.store.database import engine_for
 from export_pipelines.store.exports import ExportStore
-from export_pipelines_tests.conftest import BUCKET, use_settings, wait_for
+from export_pipelines_tests.conftest import BUCKET, use_settings
 from export_pipelines_tests.faults.conftest import LARGE_ROWS
 
 CHECK = "SELECT count(*), sum(id) FROM {}"
@@ -33,17 +33,18 @@ def test_the_warehouse_replaced_under_a_reading_export(
     database_url = use_settings(monkeypatch, s3_server, warehouse, tmp_path, prefix, max_rows=LARGE_ROWS)
     store = ExportStore(engine_for(database_url))
 
-    def replace_once_writing() -> None:
-        wait_for(lambda: any((r["rows_written"] or 0) > 0 for r in store.list_exports("default", ["RUNNING"], 5, None)),
-                 "the export to be writing", 120)  # fmt: skip
-        os.replace(replacement, warehouse)
+    report, replaced_at = ProgressReporter.__call__, []
 
+    def replace_once_writing(reporter: ProgressReporter, rows_written: int) -> None:
+        if rows_written > 0 and replacement.exists():  # the first report of rows written: mid-export
+            os.replace(replacement, warehouse)
+            replaced_at.append(rows_written)
+        report(reporter, rows_written)
+
+    monkeypatch.setattr(ProgressReporter, "__call__", replace_once_writing)
     request = {"source": {"table": "payment.large_charges"}, "format": "PARQUET"}
-    swap = threading.Thread(target=replace_once_writing)
-    swap.start()
     during = store.find_by_run(export_job.execute_in_process(run_config=request, raise_on_error=False).run_id)
-    swap.join()
-    assert not replacement.exists(), "the file was replaced during the export"
+    assert 0 < replaced_at[0] < LARGE_ROWS, "the file was replaced during the export"
     after = store.find_by_run(export_job.execute_in_process(run_config=request, raise_on_error=False).run_id)
 
     client = s3_server.client()
