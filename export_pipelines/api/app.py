@@ -44,7 +44,8 @@ def create_app(service: ExportService | None = None, keys: ApiKeyStore | None = 
         app.state.service = service or ExportService.from_environment(instance)
         app.state.keys = keys or ApiKeyStore(app.state.service.store.engine)
         app.state.cache = CacheService(app.state.service.cache)
-        watching = start_watching(app.state.service) if optional_env("DAGSTER_UI_URL") else None
+        dagster_url = optional_env("DAGSTER_UI_URL")
+        watching = start_watching(app.state.service, dagster_url) if dagster_url else None
         yield
         if watching is not None:
             watching.set()

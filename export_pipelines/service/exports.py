@@ -109,19 +109,18 @@ class ExportService:
         nothing more). Returns the run id; None when no webserver is configured, the export is no
         longer PENDING, another launcher claimed it, or its request does not check out or the
         launch failed (logged: the sensor then launches it, or fails it with the reason)."""
+        dagster_url = optional_env("DAGSTER_UI_URL")
         record = self.store.get(export_id)
-        if record is None or not self.store.claim_launch(export_id, record["attempt"]):
+        if dagster_url is None or record is None or not self.store.claim_launch(export_id, record["attempt"]):
             return None
-        return self.launch_claimed(record, launched_by)
+        return self.launch_claimed(record, launched_by, dagster_url)
 
-    def launch_claimed(self, record: dict[str, Any], launched_by: str) -> str | None:
-        """`launch` of an export whose launch the caller has claimed (`ExportStore.claim_launch`)."""
+    def launch_claimed(self, record: dict[str, Any], launched_by: str, dagster_url: str) -> str | None:
+        """`launch` of an export whose launch the caller has claimed (`ExportStore.claim_launch`),
+        through the Dagster webserver at `dagster_url`."""
         from dagster_graphql import DagsterGraphQLClientError
 
-        export_id, dagster_url = record["id"], optional_env("DAGSTER_UI_URL")
-        if dagster_url is None:  # no webserver to launch through: the sensor's, at its next tick
-            self.store.release_launch(export_id, record["attempt"])
-            return None
+        export_id = record["id"]
         if self.instance is not None and self.instance.get_runs(dg.RunsFilter(tags=attempt_tags(record)), limit=1):
             return None  # the request sensor was quicker
         try:

@@ -19,8 +19,9 @@ WATCH_SECONDS = 0.25
 LAUNCHES_PER_PASS = 4
 
 
-def watch_request_table(service: ExportService, stop: threading.Event) -> None:
-    """Until `stop` is set: launch the runs of PENDING rows no door has launched yet."""
+def watch_request_table(service: ExportService, dagster_url: str, stop: threading.Event) -> None:
+    """Until `stop` is set: launch the runs of PENDING rows no door has launched yet, through the
+    Dagster webserver at `dagster_url`."""
     while not stop.is_set():
         try:
             waiting = service.store.unlaunched(LAUNCHES_PER_PASS + 1)
@@ -29,14 +30,16 @@ def watch_request_table(service: ExportService, stop: threading.Event) -> None:
             # All claimed before the first launch: the sensor leaves every one of them to this watch.
             claimed = [r for r in waiting if service.store.claim_launch(r["id"], r["attempt"])]
             for record in claimed:
-                service.launch_claimed(record, "table")
+                service.launch_claimed(record, "table", dagster_url)
         except Exception:  # the sensor covers what this misses; keep watching
             logger.exception("watching the request table failed; retrying")
         stop.wait(WATCH_SECONDS)
 
 
-def start_watching(service: ExportService) -> threading.Event:
+def start_watching(service: ExportService, dagster_url: str) -> threading.Event:
     """Watch the request table on a thread of its own; set the event returned to stop."""
     stop = threading.Event()
-    threading.Thread(target=watch_request_table, args=(service, stop), name="request-table-watch", daemon=True).start()
+    threading.Thread(
+        target=watch_request_table, args=(service, dagster_url, stop), name="request-table-watch", daemon=True
+    ).start()
     return stop
