@@ -122,7 +122,7 @@ class ExportService:
 
         export_id = record["id"]
         if self.instance is not None and self.instance.get_runs(dg.RunsFilter(tags=attempt_tags(record)), limit=1):
-            return None  # the request sensor was quicker
+            return None  # a run of this attempt exists already (launched before launches were claimed)
         try:
             run_config, parsed = parse_request(record["request"])
             if self.sources is not None:  # rows from the request table were never checked

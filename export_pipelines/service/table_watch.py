@@ -25,10 +25,9 @@ def watch_request_table(service: ExportService, dagster_url: str, stop: threadin
     while not stop.is_set():
         try:
             waiting = service.store.unlaunched(LAUNCHES_PER_PASS + 1)
-            if len(waiting) > LAUNCHES_PER_PASS:
-                waiting = []
+            burst = len(waiting) > LAUNCHES_PER_PASS  # the sensor's
             # All claimed before the first launch: the sensor leaves every one of them to this watch.
-            claimed = [r for r in waiting if service.store.claim_launch(r["id"], r["attempt"])]
+            claimed = [] if burst else [r for r in waiting if service.store.claim_launch(r["id"], r["attempt"])]
             for record in claimed:
                 service.launch_claimed(record, "table", dagster_url)
         except Exception:  # the sensor covers what this misses; keep watching

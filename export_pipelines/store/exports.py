@@ -197,9 +197,14 @@ class ExportStore:
         One conditional update, so a door's claim and the sensor's never both succeed."""
         claimed, claimed_at = export_requests.c.launched_attempt, export_requests.c.launch_claimed_at
         attempt = record["attempt"]
-        doors = sa.or_(claimed == attempt, sa.and_(claimed == RESERVED_FOR_ITS_DOOR, attempt == 0))
-        door_claim_is_fresh = sa.and_(claimed.is_not(None), doors, claimed_at.is_not(None),
-                                      claimed_at > _now() - FRESH_CLAIM)  # fmt: skip
+        doors_claims = (attempt, RESERVED_FOR_ITS_DOOR) if attempt == 0 else (attempt,)  # reservations hold attempt 0
+        # Spelled out for NULLs: no claim (or no time) is no fresh claim, and NOT of NULL is NULL.
+        door_claim_is_fresh = sa.and_(
+            claimed.is_not(None),
+            claimed.in_(doors_claims),
+            claimed_at.is_not(None),
+            claimed_at > _now() - FRESH_CLAIM,
+        )
         with self.engine.begin() as connection:
             result = connection.execute(
                 export_requests.update()
