@@ -1,15 +1,14 @@
-"""The writer's parts, in memory: exact row boundaries in every format, and files let go one
-after the other as the rows stream in, so that memory does not grow with the number of parts."""
+"""The writer's parts, in memory: exact row boundaries in every format, each part written whole
+before the next begins, so that memory does not grow with the number of parts."""
 
 import io
-import weakref
 
 import duckdb
 import polars as pl
 import pytest
 
 from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat
-from export_pipelines.engine.steps import _counted_frame
+from export_pipelines.engine.row_source import RowSource
 from export_pipelines.engine.writer import SIZE_SAMPLE_ROWS, Sink, rows_per_file
 
 READERS = {
@@ -47,30 +46,33 @@ class Handle(io.RawIOBase):
 
 
 @pytest.mark.parametrize("export_format", list(READERS))
-@pytest.mark.parametrize("rows", [1_000_000, 1_000_001])
-def test_parts_hold_exact_rows_and_are_let_go_as_the_rows_stream(export_format: ExportFormat, rows: int) -> None:
-    per_file = 10_000
+@pytest.mark.parametrize("rows", [100_000, 100_001])
+@pytest.mark.parametrize("per_file", [10_000, 7_777])  # parts that end with a batch, and inside one
+def test_parts_hold_exact_rows_and_each_is_written_before_the_next_begins(
+    export_format: ExportFormat, rows: int, per_file: int
+) -> None:
     # The rows stream from DuckDB as they do in an export, batch by batch.
     relation = duckdb.connect().sql(f"SELECT i AS id, repeat('x', 40) AS text FROM range({rows}) t(i)")
     parts = [Part() for _ in range(-(-rows // per_file))]
-    held: set[int] = set()
-    most_held = 0
+    opened: list[int] = []
+    written: list[int] = []
+    counted: list[int] = []
 
     def open_part(number: int) -> Handle:
-        nonlocal most_held
-        handle = Handle(parts[number])
-        held.add(number)
-        most_held = max(most_held, len(held))
-        weakref.finalize(handle, held.discard, number)
-        return handle
+        opened.append(number)
+        return Handle(parts[number])
 
-    Sink(export_format, Compression.NONE, CsvOptions()).parts(
-        _counted_frame(relation, lambda _rows: None), len(parts), open_part, per_file
-    )
-    for number, part in enumerate(parts):
-        ids = READERS[export_format](io.BytesIO(part.data))["id"].to_list()
+    def part_written(number: int) -> None:
+        # Whole when heard (a Parquet file's footer included), and the next part not begun.
+        assert opened == list(range(number + 1))
+        ids = READERS[export_format](io.BytesIO(parts[number].data))["id"].to_list()
         assert ids == list(range(number * per_file, min(rows, (number + 1) * per_file)))
-    assert not held and most_held <= 16, most_held  # 100 parts, a few at a time
+        written.append(number)
+
+    with RowSource(relation, counted.append) as source:
+        Sink(export_format, Compression.NONE, CsvOptions()).parts(source, len(parts), per_file, open_part, part_written)
+    assert written == list(range(len(parts)))
+    assert counted == sorted(counted) and counted[-1] == rows  # a running total, batch by batch
 
 
 @pytest.mark.parametrize(
@@ -90,11 +92,12 @@ def test_parts_come_to_about_max_bytes_as_stored(export_format: ExportFormat, co
         f"TIMESTAMPTZ '2024-01-01' + to_seconds(i) AS created_at FROM range({rows}) t(i)"
     )
     sink = Sink(export_format, compression, CsvOptions())
-    sample = _counted_frame(relation.limit(SIZE_SAMPLE_ROWS), lambda _rows: None)
-    per_file = rows_per_file(None, target, sample, SIZE_SAMPLE_ROWS, sink)
+    with RowSource(relation.limit(SIZE_SAMPLE_ROWS)) as sample:
+        per_file = rows_per_file(None, target, sample.frame(), SIZE_SAMPLE_ROWS, sink)
     assert per_file is not None
     parts = [Part() for _ in range(-(-rows // per_file))]
-    sink.parts(_counted_frame(relation, lambda _rows: None), len(parts), lambda number: Handle(parts[number]), per_file)
+    with RowSource(relation) as source:
+        sink.parts(source, len(parts), per_file, lambda number: Handle(parts[number]), lambda _number: None)
     sizes = [len(part.data) for part in parts]
     assert len(sizes) >= 3 and sum(READERS[export_format](io.BytesIO(p.data)).height for p in parts) == rows
     assert all(0.75 * target <= size <= 1.1 * target for size in sizes[:-1]), sizes

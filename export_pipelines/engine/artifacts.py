@@ -13,7 +13,6 @@ import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -309,39 +308,34 @@ def _transient(error: Exception) -> bool:
 
 
 class PartObjects:
-    """The objects of an export's parts, handed to the writer one at a time. Polars lets go of a
-    part's file once it has written it, without closing it: the object is then completed on a
-    thread of its own, so memory holds only the parts being written, however many there are."""
+    """The objects of an export's parts, written one after the other: each is completed on a
+    thread of its own as soon as its part is written, while the next part is being written, so
+    memory holds only the part being written, however many there are."""
 
     def __init__(self, writers: list[S3UploadWriter]):
         self.writers = writers
         self._completer = ThreadPoolExecutor(1, thread_name_prefix="s3-complete")
         self._completing: list[Future] = []
-        self._done = False
 
     def open(self, part: int) -> IO[bytes]:
-        """The file Polars writes part `part` into."""
-        handle = _WriteThrough(self.writers[part])
-        weakref.finalize(handle, self._let_go, part)
-        return handle
+        """The file the writer writes part `part` into."""
+        return _WriteThrough(self.writers[part])
 
-    def _let_go(self, part: int) -> None:
-        if not self._done:
-            self._completing.append(self._completer.submit(self.writers[part].close))
+    def written(self, part: int) -> None:
+        """Part `part` is written: complete its object."""
+        self._completing.append(self._completer.submit(self.writers[part].close))
 
     def complete(self) -> None:
         """Complete every object (a part never opened becomes an empty object); raises the first
         failure."""
-        for completing in list(self._completing):
+        for completing in self._completing:
             completing.result()
-        self._done = True
         self._completer.shutdown()
         for writer in self.writers:
             writer.close()
 
     def abort(self, client: Any, bucket: str) -> None:
         """Leave nothing in S3: stop every upload and delete the objects already completed."""
-        self._done = True
         wait(self._completing)
         self._completer.shutdown()
         for writer in self.writers:

@@ -9,16 +9,14 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-import polars as pl
 from duckdb import ColumnExpression
-from polars.io.plugins import register_io_source
 
 from export_pipelines.engine import shaping
 from export_pipelines.engine.artifacts import (
@@ -33,6 +31,7 @@ from export_pipelines.engine.artifacts import (
 )
 from export_pipelines.engine.filters import compile_filters
 from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat, ExportRequest, InvalidRequest
+from export_pipelines.engine.row_source import RowSource
 from export_pipelines.engine.warehouse import WarehouseSource, resolve_source
 from export_pipelines.engine.writer import (
     SIZE_SAMPLE_ROWS,
@@ -309,16 +308,17 @@ def _stream(
     if export.format is ExportFormat.CSV:
         relation = shaping.json_encode_nested(relation)
 
-    def frame_of(rows: duckdb.DuckDBPyRelation, counted: Callable[[int], None]) -> pl.LazyFrame:
+    def source_of(rows: duckdb.DuckDBPyRelation, counted: Callable[[int], None]) -> RowSource:
         if export.format is ExportFormat.CSV:
-            return _counted_frame(rows, counted, lambda batch: prepare_csv_batch(batch, csv_options))
-        return _counted_frame(rows, counted)
+            return RowSource(rows, counted, lambda batch: prepare_csv_batch(batch, csv_options))
+        return RowSource(rows, counted)
 
     sink = Sink(export.format, export.compression, csv_options)
     per_file = max_rows_per_file
     if max_bytes_per_file is not None:
-        sample = frame_of(relation.limit(SIZE_SAMPLE_ROWS), lambda _rows: None)
-        per_file = rows_per_file(max_rows_per_file, max_bytes_per_file, sample, min(row_count, SIZE_SAMPLE_ROWS), sink)
+        with source_of(relation.limit(SIZE_SAMPLE_ROWS), lambda _rows: None) as sample:
+            sampled_rows = min(row_count, SIZE_SAMPLE_ROWS)
+            per_file = rows_per_file(max_rows_per_file, max_bytes_per_file, sample.frame(), sampled_rows, sink)
     names = names_for(per_file)
     in_flight = threading.Semaphore(PARTS_IN_FLIGHT)
     with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="s3-upload") as pool:
@@ -326,7 +326,8 @@ def _stream(
             [S3UploadWriter(client, bucket, export.key_prefix + name, pool, in_flight, should_stop) for name in names]
         )
         try:
-            sink.parts(frame_of(relation, on_rows), len(names), objects.open, per_file)
+            with source_of(relation, on_rows) as source:
+                sink.parts(source, len(names), per_file, objects.open, objects.written)
             objects.complete()
         except BaseException as failure:
             try:
@@ -335,39 +336,6 @@ def _stream(
                 failure.add_note(f"removing the export's objects failed too ({type(cleanup).__name__}: {cleanup})")
             raise
     return [writer.uploaded(rows_in_part(part, row_count, per_file)) for part, writer in enumerate(objects.writers)]
-
-
-def _counted_frame(
-    relation: duckdb.DuckDBPyRelation,
-    on_rows: Callable[[int], None],
-    per_batch: Callable[[pl.DataFrame], pl.DataFrame] = lambda batch: batch,
-) -> pl.LazyFrame:
-    """`relation` as a lazy frame that tells `on_rows` the running total of rows each time the sink
-    pulls a batch, each batch passed through `per_batch`. Polars pulls with backpressure, so the
-    count runs at most a few batches ahead of the bytes written. Per-batch work belongs in the
-    source: as a stage of the lazy frame (`map_batches`, or even `with_columns`) it lets the source
-    run ahead of a slow sink and buffer the rows (a gzip export held 200 MiB more per million rows)."""
-    schema = per_batch(pl.DataFrame(schema=relation.pl(lazy=True).collect_schema())).schema
-
-    def batches(
-        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
-    ) -> Iterator[pl.DataFrame]:
-        selected = shaping.project(relation, with_columns) if with_columns else relation
-        selected = selected.limit(n_rows) if n_rows is not None else selected
-        reader = selected.to_arrow_reader(batch_size) if batch_size else selected.to_arrow_reader()
-        total = 0
-        try:
-            for batch in iter(reader.read_next_batch, None):
-                total += batch.num_rows
-                on_rows(total)
-                frame = pl.from_arrow(batch)
-                assert isinstance(frame, pl.DataFrame)
-                frame = per_batch(frame)
-                yield frame if predicate is None else frame.filter(predicate)
-        finally:
-            reader.close()  # a reader left open keeps the connection busy
-
-    return register_io_source(batches, schema=schema, is_pure=True)
 
 
 def verify(written: WrittenExport, client: Any, bucket: str) -> None:

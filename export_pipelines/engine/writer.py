@@ -1,7 +1,8 @@
 """Serialization with Polars: a lazy frame streamed into CSV / JSONL / Parquet files.
 
 The files are any binary writers (the export streams them straight into S3); parts are cut
-by row number so that part k always holds the same rows, and opened when the part begins.
+by row number so that part k always holds the same rows, and written one after the other from
+one reader of the rows.
 """
 
 import io
@@ -11,6 +12,7 @@ from typing import IO, Any
 import polars as pl
 
 from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat
+from export_pipelines.engine.row_source import RowSource
 
 ZONED_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f%:z"
 NAIVE_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f"
@@ -58,32 +60,29 @@ class Sink:
         self.export_format, self.compression, self.csv_options = export_format, compression, csv_options
 
     def parts(
-        self, frame: pl.LazyFrame, part_count: int, open_part: Callable[[int], IO[bytes]], max_rows_per_file: int | None
+        self,
+        source: RowSource,
+        part_count: int,
+        max_rows_per_file: int | None,
+        open_part: Callable[[int], IO[bytes]],
+        part_written: Callable[[int], None],
     ) -> None:
-        """Stream `frame` into `part_count` files that `open_part(k)` opens when part k begins
-        (part k holding rows [k * max_rows_per_file, ...)); the writer lets go of a part's file
-        (without closing it) once the part is written."""
-        if part_count > 1:
-            assert max_rows_per_file is not None
-            target: Any = pl.PartitionBy(
-                "",
-                max_rows_per_file=max_rows_per_file,
-                approximate_bytes_per_file=None,
-                file_path_provider=lambda args: open_part(args.index_in_partition),
-            )
-        else:
-            target = open_part(0)
-        self(frame, target)
+        """Stream the rows of `source` into `part_count` files, one after the other: part k holds
+        rows [k * max_rows_per_file, ...) and goes into the file `open_part(k)` opens when the part
+        begins; `part_written(k)` hears when it is written, before the next part begins."""
+        for part in range(part_count):
+            self(source.frame(max_rows_per_file if part < part_count - 1 else None), open_part(part))
+            part_written(part)
 
-    def __call__(self, frame: pl.LazyFrame, target: Any) -> None:
-        """Stream `frame` into `target`: a binary file, or a `pl.PartitionBy` of them."""
+    def __call__(self, frame: pl.LazyFrame, target: IO[bytes]) -> None:
+        """Stream `frame` into `target`, a binary file."""
         compression = {Compression.NONE: "uncompressed", Compression.GZIP: "gzip", Compression.ZSTD: "zstd"}[
             self.compression
         ]
         with pl.Config(streaming_chunk_size=STREAMING_CHUNK_ROWS):
             self._sink(frame, target, compression)
 
-    def _sink(self, frame: pl.LazyFrame, target: Any, compression: str) -> None:
+    def _sink(self, frame: pl.LazyFrame, target: IO[bytes], compression: str) -> None:
         if self.export_format is ExportFormat.PARQUET:
             frame.sink_parquet(target, compression=compression)
         elif self.export_format is ExportFormat.JSONL:
