@@ -81,6 +81,11 @@ class NullS3:
         return {}
 
 
+def reading(resources: dict):
+    """The warehouse opened as a run opens it: under the policy's memory limit for reading."""
+    return resources["warehouse"].connect(resources["policy"].resolved_read_memory_limit)
+
+
 def export_rows(request, resources: dict, connection, export_id: str):
     from export_pipelines.engine import steps
 
@@ -103,7 +108,7 @@ def write_only(export_format: str, compression: str, resources: dict) -> None:
     """The export's reading, shaping, serializing and hashing, into a sink that drops the parts."""
     from export_pipelines.engine import steps
 
-    with resources["warehouse"].connect() as connection:
+    with reading(resources) as connection:
         rows = export_rows(request_of(export_format, compression), resources, connection, str(uuid.uuid4()))
         steps.serialize_to_s3(rows, NullS3(), "null")
 
@@ -122,7 +127,7 @@ def artifact_of(export_format: str, compression: str, resources: dict, workdir: 
 
     s3 = resources["s3"]
     client, bucket = s3.get_client(), s3.resolved_bucket
-    with resources["warehouse"].connect() as connection:
+    with reading(resources) as connection:
         rows = export_rows(request_of(export_format, compression), resources, connection, str(uuid.uuid4()))
         written = steps.serialize_to_s3(rows, client, bucket)
     (artifact,) = written.artifacts
@@ -141,7 +146,7 @@ def ours(export_format: str, compression: str, resources: dict, progress_of: str
     s3 = resources["s3"]
     client, bucket = s3.get_client(), s3.resolved_bucket
     export_id = progress_of or str(uuid.uuid4())
-    with resources["warehouse"].connect() as connection:
+    with reading(resources) as connection:
         rows = export_rows(request_of(export_format, compression, **shaping), resources, connection, export_id)
         on_rows = lambda _rows: None  # noqa: E731
         if progress_of is not None:

@@ -21,6 +21,7 @@ EMBEDDED_DEFAULTS: dict[str, str] = {
     "EXPORTS_URL_TTL": "3600",
     "EXPORTS_BROKER_URL": "filesystem://.data/broker",
     "EXPORTS_CACHE_DIR": ".data/cache",
+    "EXPORTS_READ_MEMORY_LIMIT": "64MB",
 }
 
 

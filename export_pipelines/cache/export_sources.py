@@ -44,9 +44,10 @@ class ExportSources:
         with self.cache.connect(copy) if rows else self.cache.catalog_connection(copy) as connection:
             yield SourceConnection(connection, copy.catalog_name)
 
-    def for_run(self, request: ExportRequest) -> SourceConnection:
-        """The run's connection, kept by the resources until the run ends (one snapshot per run)."""
+    def for_run(self, request: ExportRequest, memory_limit: str | None) -> SourceConnection:
+        """The run's connection, under DuckDB's `memory_limit`, kept by the resources until the run
+        ends (one snapshot per run); asked for with another limit, it is opened again."""
         if not is_cached(request.source):
-            return SourceConnection(self.warehouse.run_connection)
+            return SourceConnection(self.warehouse.run_connection(memory_limit))
         copy = self.cache.copy_of(request.project_id, request.source.catalog or "", request.source.table or "")
-        return SourceConnection(self.cache.run_connection(copy), copy.catalog_name)
+        return SourceConnection(self.cache.run_connection(copy, memory_limit), copy.catalog_name)

@@ -15,7 +15,7 @@ from pydantic import Field, PrivateAttr
 
 from export_pipelines.cache.catalogs import Catalog, load_catalogs
 from export_pipelines.engine.request import SourceNotReady, UnknownSource
-from export_pipelines.engine.warehouse import CatalogCopy, WarehouseUnavailable, open_hardened
+from export_pipelines.engine.warehouse import CatalogCopy, RunConnection, WarehouseUnavailable, open_hardened
 from export_pipelines.settings import env
 from export_pipelines.store.cache_entries import CacheStore
 from export_pipelines.store.database import engine_for
@@ -48,7 +48,7 @@ class CachedTablesResource(dg.ConfigurableResource):
         description="SQLAlchemy URL of the database of the cache entries (the request table's). "
         "Default: $EXPORTS_DATABASE_URL, else sqlite:///.data/exports.db.",
     )
-    _connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
+    _run: RunConnection = PrivateAttr(default_factory=RunConnection)
     _checks: "OrderedDict[Path, CatalogCopy]" = PrivateAttr(default_factory=OrderedDict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
@@ -120,13 +120,9 @@ class CachedTablesResource(dg.ConfigurableResource):
         finally:
             connection.close()
 
-    def run_connection(self, copy: CachedCopy) -> duckdb.DuckDBPyConnection:
-        """The run's connection on the version, kept until the run ends (one snapshot per run)."""
-        if self._connection is None:
-            self._connection = open_hardened(copy.path, OPEN_TIMEOUT_SECONDS)
-        return self._connection
+    def run_connection(self, copy: CachedCopy, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+        """The run's connection on the version (see RunConnection)."""
+        return self._run.get(copy.path, OPEN_TIMEOUT_SECONDS, memory_limit)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._run.close()

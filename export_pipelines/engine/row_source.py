@@ -9,6 +9,8 @@ import polars as pl
 import pyarrow as pa
 from polars.io.plugins import register_io_source
 
+DUCKDB_OUT_OF_MEMORY = "Out of Memory Error"
+
 
 class RowSource:
     """The rows of `relation` in the batches the writer pulls, counted (`on_rows` hears the running
@@ -65,6 +67,10 @@ class RowSource:
             arrow = self._reader.read_next_batch()
         except StopIteration:
             return None
+        except OSError as error:  # pyarrow passes DuckDB's errors on as OSError: give this one its own type
+            if str(error).startswith(DUCKDB_OUT_OF_MEMORY):
+                raise duckdb.OutOfMemoryException(str(error)) from error
+            raise
         self._read += arrow.num_rows
         self._on_rows(self._read)
         frame = pl.from_arrow(arrow)

@@ -137,7 +137,18 @@ def plan(
         started_at=started_at,
         started_monotonic=started_monotonic,
     )
-    return ExportRows(export, connection.sql(f"SELECT * FROM {source.sql_name}"))
+    return _source_rows(export, connection)
+
+
+def _source_rows(export: ResolvedExport, connection: duckdb.DuckDBPyConnection) -> ExportRows:
+    return ExportRows(export, connection.sql(f"SELECT * FROM {export.source.sql_name}"))
+
+
+def read_again(rows: ExportRows, connection: duckdb.DuckDBPyConnection, max_rows: int) -> ExportRows:
+    """The rows of the same export read through `connection` (its source opened again), through
+    the steps `rows` went through."""
+    again = select(shape(_source_rows(rows.export, connection)))
+    return again if rows.row_count is None else apply_rules(again, max_rows, lambda _message: None)
 
 
 def validate(

@@ -55,6 +55,28 @@ class WarehouseSource:
         return f'{self.catalog}.{self.schema}."{self.name}"'
 
 
+class RunConnection:
+    """A run's hardened read-only connection, opened on first use and kept until the run ends, so
+    the ops of one run read one consistent snapshot. Asked for with another memory limit (an
+    export that needs more than the limit), it is opened again with that one."""
+
+    def __init__(self) -> None:
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._opened_as: tuple[Path, str | None] | None = None
+
+    def get(self, path: Path, timeout_seconds: float, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+        if self._connection is None or self._opened_as != (path, memory_limit):
+            self.close()
+            self._connection = open_hardened(path, timeout_seconds, memory_limit)
+            self._opened_as = (path, memory_limit)
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = self._opened_as = None
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse, opened read-only and hardened for every run."""
 
@@ -66,7 +88,7 @@ class WarehouseResource(dg.ConfigurableResource):
         default=30.0,
         description="How long to keep retrying while another process holds the warehouse file for writing.",
     )
-    _connection: duckdb.DuckDBPyConnection | None = PrivateAttr(default=None)
+    _run: RunConnection = PrivateAttr(default_factory=RunConnection)
     _catalog: "CatalogCopy | None" = PrivateAttr(default=None)
 
     @property
@@ -87,10 +109,10 @@ class WarehouseResource(dg.ConfigurableResource):
             cursor.close()
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A hardened read-only connection, closed on exit."""
+    def connect(self, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A hardened read-only connection (under DuckDB's `memory_limit` if given), closed on exit."""
         try:
-            connection = open_hardened(self.resolved_path, self.open_timeout_seconds)
+            connection = open_hardened(self.resolved_path, self.open_timeout_seconds, memory_limit)
         except OSError as error:  # missing, or locked for too long (TimeoutError)
             raise WarehouseUnavailable(str(error)) from error
         try:
@@ -98,18 +120,12 @@ class WarehouseResource(dg.ConfigurableResource):
         finally:
             connection.close()
 
-    @property
-    def run_connection(self) -> duckdb.DuckDBPyConnection:
-        """The run's connection, opened on first use and kept until the run ends, so the ops
-        of one run read one consistent snapshot."""
-        if self._connection is None:
-            self._connection = open_hardened(self.resolved_path, self.open_timeout_seconds)
-        return self._connection
+    def run_connection(self, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+        """The run's connection (see RunConnection)."""
+        return self._run.get(self.resolved_path, self.open_timeout_seconds, memory_limit)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._run.close()
 
 
 def _require_file(path: Path) -> None:
@@ -117,14 +133,16 @@ def _require_file(path: Path) -> None:
         raise FileNotFoundError(f"warehouse file {path} does not exist (set EXPORTS_WAREHOUSE)")
 
 
-def open_hardened(path: Path, timeout_seconds: float) -> duckdb.DuckDBPyConnection:
-    """Open `path` read-only with external access off; retry while a writer holds the file lock."""
+def open_hardened(path: Path, timeout_seconds: float, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Open `path` read-only with external access off, under `memory_limit` if given (DuckDB's
+    default otherwise); retry while a writer holds the file lock."""
     _require_file(path)
+    config = HARDENED_CONFIG if memory_limit is None else {**HARDENED_CONFIG, "memory_limit": memory_limit}
     deadline = time.monotonic() + timeout_seconds
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=True, config=HARDENED_CONFIG)
+            return duckdb.connect(str(path), read_only=True, config=config)
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise

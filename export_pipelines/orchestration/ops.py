@@ -7,8 +7,10 @@ runs in one process with the in-memory IO manager.
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TypeVar
 
 import dagster as dg
+import duckdb
 import sqlalchemy as sa
 
 from export_pipelines.cache.export_sources import ExportSources
@@ -62,6 +64,33 @@ def client_source_of(run_tags: Mapping[str, str]) -> str:
     return run_tags.get("client_source") or "graphql"
 
 
+Stepped = TypeVar("Stepped")
+
+
+def within_read_memory_limit(
+    context: dg.OpExecutionContext,
+    rows: ExportRows,
+    step: Callable[[ExportRows], Stepped],
+    sources: ExportSources,
+    policy: ExportPolicy,
+) -> tuple[Stepped, str]:
+    """`step(rows)`, and whether the rows had to be read again. When DuckDB needs more than the
+    run's memory limit (wide rows, large values), the rows are read again without a limit (what
+    `step` wrote is already removed) and `step` runs on them."""
+    limit = policy.resolved_read_memory_limit
+    try:
+        return step(rows), "no"
+    except duckdb.OutOfMemoryException as error:
+        if limit is None:
+            raise
+        reason = str(error).splitlines()[0]
+        context.log.warning(f"Reading the rows needed more than DuckDB's memory limit of {limit} ({reason}); "
+                            "reading them again without a limit")  # fmt: skip
+        connection = sources.for_run(rows.export.request, memory_limit=None).connection
+        again = steps.read_again(rows, connection, policy.resolved_max_rows)
+        return step(again), f"yes, without a memory limit (needed more than {limit})"
+
+
 CANCEL_CHECK_SECONDS = 1.0
 
 
@@ -89,6 +118,7 @@ def resolve_request(
     cache: CachedTablesResource,
     export_store: ExportStoreResource,
     s3: ExportS3Resource,
+    policy: ExportPolicy,
 ) -> ExportRows:
     with through_database_outages(context), user_errors():
         store = export_store.get_store()
@@ -99,7 +129,7 @@ def resolve_request(
         if not requested_by.get("client_source"):
             requested_by["client_source"] = client_source_of(context.run.tags)
         store.start(export_id, config.project_id, steps.request_record(config), requested_by, context.run_id)
-        source = ExportSources(warehouse, cache).for_run(config)
+        source = ExportSources(warehouse, cache).for_run(config, policy.resolved_read_memory_limit)
         rows = steps.plan(config, export_id, source.connection, s3.resolved_prefix, source.catalog_name)
         export = rows.export
         store.describe(export_id, export.description)
@@ -114,6 +144,7 @@ def resolve_request(
             "format": export.format.value,
             "compression": export.compression.value,
             "source_columns": len(rows.relation.columns),
+            "read_memory_limit": policy.resolved_read_memory_limit or "none",
         }
     )
     return rows
@@ -143,9 +174,21 @@ def select_columns(context: dg.OpExecutionContext, rows: ExportRows) -> ExportRo
 
 
 @dg.op(description="Leave out plumbing, vector and (on request) system columns; apply the row limit.")
-def apply_row_rules(context: dg.OpExecutionContext, rows: ExportRows, policy: ExportPolicy) -> ExportRows:
+def apply_row_rules(
+    context: dg.OpExecutionContext,
+    rows: ExportRows,
+    policy: ExportPolicy,
+    warehouse: WarehouseResource,
+    cache: CachedTablesResource,
+) -> ExportRows:
     with user_errors():
-        shaped = steps.apply_rules(rows, policy.resolved_max_rows, context.log.warning)
+        shaped, read_again = within_read_memory_limit(
+            context,
+            rows,
+            lambda rows: steps.apply_rules(rows, policy.resolved_max_rows, context.log.warning),
+            ExportSources(warehouse, cache),
+            policy,
+        )
     assert shaped.rules is not None and shaped.row_count is not None
     context.log.info(f"{shaped.row_count:,} rows to export")
     context.add_output_metadata(
@@ -156,6 +199,7 @@ def apply_row_rules(context: dg.OpExecutionContext, rows: ExportRows, policy: Ex
             "left_out_system_columns": ", ".join(shaped.rules.dropped_system) or "none",
             "left_out_vector_columns": ", ".join(shaped.rules.dropped_vectors) or "none",
             "vectors_artifact": "yes" if shaped.vectors is not None else "no",
+            "read_again": read_again,
         }
     )
     return shaped
@@ -164,19 +208,28 @@ def apply_row_rules(context: dg.OpExecutionContext, rows: ExportRows, policy: Ex
 @dg.op(description="Stream the rows through Polars into the format and compression, uploading each file to S3 "
        "(multipart) while it is written.")  # fmt: skip
 def serialize(
-    context: dg.OpExecutionContext, rows: ExportRows, s3: ExportS3Resource, export_store: ExportStoreResource
+    context: dg.OpExecutionContext,
+    rows: ExportRows,
+    s3: ExportS3Resource,
+    export_store: ExportStoreResource,
+    policy: ExportPolicy,
+    warehouse: WarehouseResource,
+    cache: CachedTablesResource,
 ) -> WrittenExport:
-    assert rows.row_count is not None
-    progress = ProgressReporter(export_store.get_store(), rows.export.export_id, rows.row_count, context.log.info)
-    with user_errors():
-        written = steps.serialize_to_s3(
+    def write(rows: ExportRows) -> WrittenExport:
+        assert rows.row_count is not None
+        progress = ProgressReporter(export_store.get_store(), rows.export.export_id, rows.row_count, context.log.info)
+        return steps.serialize_to_s3(
             rows, s3.get_client(), s3.resolved_bucket, cancel_requested(context), on_rows=progress
         )
+
+    with user_errors():
+        written, read_again = within_read_memory_limit(context, rows, write, ExportSources(warehouse, cache), policy)
     for artifact in written.artifacts:
         context.log.info(
             f"Wrote s3://{s3.resolved_bucket}/{artifact.key}: {artifact.rows:,} rows, {artifact.bytes:,} bytes"
         )
-    context.add_output_metadata({"files": len(written.artifacts), "bytes": written.bytes})
+    context.add_output_metadata({"files": len(written.artifacts), "bytes": written.bytes, "read_again": read_again})
     return written
 
 
