@@ -81,9 +81,9 @@ class NullS3:
         return {}
 
 
-def reading(resources: dict):
-    """The warehouse opened as a run opens it: under the policy's memory limit for reading."""
-    return resources["warehouse"].connect(resources["policy"].resolved_read_memory_limit)
+def reading(resources: dict, request):
+    """The warehouse opened as a run opens it for `request`: under the policy's memory limit for reading."""
+    return resources["warehouse"].connect(resources["policy"].read_memory_limit_for(request))
 
 
 def export_rows(request, resources: dict, connection, export_id: str):
@@ -108,8 +108,9 @@ def write_only(export_format: str, compression: str, resources: dict) -> None:
     """The export's reading, shaping, serializing and hashing, into a sink that drops the parts."""
     from export_pipelines.engine import steps
 
-    with reading(resources) as connection:
-        rows = export_rows(request_of(export_format, compression), resources, connection, str(uuid.uuid4()))
+    request = request_of(export_format, compression)
+    with reading(resources, request) as connection:
+        rows = export_rows(request, resources, connection, str(uuid.uuid4()))
         steps.serialize_to_s3(rows, NullS3(), "null")
 
 
@@ -127,8 +128,9 @@ def artifact_of(export_format: str, compression: str, resources: dict, workdir: 
 
     s3 = resources["s3"]
     client, bucket = s3.get_client(), s3.resolved_bucket
-    with reading(resources) as connection:
-        rows = export_rows(request_of(export_format, compression), resources, connection, str(uuid.uuid4()))
+    request = request_of(export_format, compression)
+    with reading(resources, request) as connection:
+        rows = export_rows(request, resources, connection, str(uuid.uuid4()))
         written = steps.serialize_to_s3(rows, client, bucket)
     (artifact,) = written.artifacts
     target = workdir / artifact.key.rsplit("/", 1)[-1]
@@ -146,8 +148,9 @@ def ours(export_format: str, compression: str, resources: dict, progress_of: str
     s3 = resources["s3"]
     client, bucket = s3.get_client(), s3.resolved_bucket
     export_id = progress_of or str(uuid.uuid4())
-    with reading(resources) as connection:
-        rows = export_rows(request_of(export_format, compression, **shaping), resources, connection, export_id)
+    request = request_of(export_format, compression, **shaping)
+    with reading(resources, request) as connection:
+        rows = export_rows(request, resources, connection, export_id)
         on_rows = lambda _rows: None  # noqa: E731
         if progress_of is not None:
             on_rows = ProgressReporter(resources["export_store"].get_store(), export_id, rows.row_count, [].append)

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 from export_pipelines.engine.policy import ExportPolicy
+from export_pipelines.engine.request import ExportRequest
 from export_pipelines.engine.warehouse import RunConnection
 from export_pipelines.orchestration.jobs import export_job
 from export_pipelines_tests.conftest import ExportEnvironment
@@ -57,14 +58,18 @@ class Run:
     result: dg.ExecuteInProcessResult
     warnings: list[str]
 
-    def read_again(self, op: str) -> str:
+    def read_again(self, op: str) -> object:
         """What the op's `read_again` figure says."""
+        return self.metadata(op)["read_again"]
+
+    def metadata(self, op: str) -> dict[str, object]:
+        """The figures the op's output shows in the UI."""
         (output,) = [
             event
             for event in self.result.all_events
             if event.event_type is dg.DagsterEventType.STEP_OUTPUT and event.step_key == op
         ]
-        return output.event_specific_data.metadata["read_again"].value
+        return {name: value.value for name, value in output.event_specific_data.metadata.items()}
 
 
 def run_export(request: dict, limit: str = LIMIT) -> Run:
@@ -99,9 +104,9 @@ def test_an_export_that_needs_more_than_the_limit_is_read_again_without_it(
 ) -> None:
     run = run_export({"source": {"table": f"s.{table}"}, "format": "PARQUET", "max_rows_per_file": 7000})
     assert run.result.success, NEEDS_MORE[table]
-    assert run.read_again("serialize") == "yes, without a memory limit (needed more than 64MB)"
+    assert run.read_again("serialize") == "yes, without a memory limit (needed more than 64.0MB)"
     (warning,) = run.warnings
-    assert warning.startswith("Reading the rows needed more than DuckDB's memory limit of 64MB (Out of Memory Error")
+    assert warning.startswith("Reading the rows needed more than DuckDB's memory limit of 64.0MB (Out of Memory Error")
     record = heavy_env.record(run.result)
     keys = [entry["key"] for entry in record["files"]]
     # Nothing of the first attempt is left: the export's objects are its files and the manifest.
@@ -114,9 +119,9 @@ def test_an_export_that_needs_more_than_the_limit_is_read_again_without_it(
 
 
 def test_a_saved_query_whose_count_needs_more_is_read_again_before_writing(heavy_env: ExportEnvironment) -> None:
-    run = run_export({"source": {"query": "joined"}, "format": "JSONL"})
+    run = run_export({"source": {"query": "joined"}, "format": "JSONL"}, "16MiB")  # a saved query: 4x, 67.1MB
     assert run.result.success
-    assert run.read_again("apply_row_rules") == "yes, without a memory limit (needed more than 64MB)"
+    assert run.read_again("apply_row_rules") == "yes, without a memory limit (needed more than 67.1MB)"
     assert run.read_again("serialize") == "no"  # the run reads without the limit from then on
     (key,) = [entry["key"] for entry in heavy_env.record(run.result)["files"]]
     with duckdb.connect(str(heavy_env.warehouse), read_only=True) as source:
@@ -125,10 +130,11 @@ def test_a_saved_query_whose_count_needs_more_is_read_again_before_writing(heavy
         assert fingerprint(f"SELECT k, vs FROM read_json('{heavy_env.download(key)}')", reader) == expected
 
 
-def test_a_sorted_export_stays_within_the_limit(heavy_env: ExportEnvironment) -> None:
-    """A sort larger than the limit spills to disk instead of being read again."""
-    run = run_export({"source": {"table": "s.amounts"}, "format": "PARQUET", "order_by": ["amount", "id"]}, "32MB")
+def test_a_sorted_export_stays_within_its_limit(heavy_env: ExportEnvironment) -> None:
+    """A sort gets 4x the limit, and a sort larger than that spills to disk instead of being read again."""
+    run = run_export({"source": {"table": "s.amounts"}, "format": "PARQUET", "order_by": ["amount", "id"]}, "24MB")
     assert run.result.success and not run.warnings
+    assert run.metadata("resolve_request")["read_memory_limit"] == "96.0MB"
     assert run.read_again("apply_row_rules") == run.read_again("serialize") == "no"
     (key,) = [entry["key"] for entry in heavy_env.record(run.result)["files"]]
     with duckdb.connect() as reader:
@@ -146,12 +152,29 @@ def test_without_a_limit_nothing_is_read_again(heavy_env: ExportEnvironment) -> 
 def test_a_memory_limit_duckdb_does_not_take_is_refused_by_name(
     heavy_env: ExportEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ValueError, match="read_memory_limit '64XB' is not a memory size DuckDB takes"):
+    with pytest.raises(ValueError, match="read_memory_limit '64XB' is not a memory size"):
         ExportPolicy(read_memory_limit="64XB")
+    with pytest.raises(ValueError, match="read_memory_limit '1MB' is under 16 MiB"):
+        ExportPolicy(read_memory_limit="1MB")
     monkeypatch.setenv("EXPORTS_READ_MEMORY_LIMIT", "lots")
     result = heavy_env.run({"source": {"table": "s.amounts"}})
     assert not result.success
-    assert "EXPORTS_READ_MEMORY_LIMIT 'lots' is not a memory size DuckDB takes" in heavy_env.record(result)["error"]
+    assert (
+        "EXPORTS_READ_MEMORY_LIMIT 'lots' is not a memory size (e.g. 64MB, 1GiB, none)"
+        in heavy_env.record(result)["error"]
+    )
+
+
+def test_sorts_and_saved_queries_get_four_times_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    table, query = {"source": {"table": "s.amounts"}}, {"source": {"query": "joined"}}
+    limit_for = ExportPolicy().read_memory_limit_for
+    monkeypatch.delenv("EXPORTS_READ_MEMORY_LIMIT", raising=False)
+    assert limit_for(ExportRequest(**table)) == "64.0MB"
+    assert limit_for(ExportRequest(**table, order_by=["amount"])) == "256.0MB"
+    assert limit_for(ExportRequest(**query)) == "256.0MB"
+    assert ExportPolicy(read_memory_limit="1GiB").read_memory_limit_for(ExportRequest(**table)) == "1.1GB"
+    monkeypatch.setenv("EXPORTS_READ_MEMORY_LIMIT", "none")
+    assert limit_for(ExportRequest(**table, order_by=["amount"])) is None
 
 
 def test_the_run_connection_is_opened_again_only_for_another_limit(heavy_warehouse: Path) -> None:

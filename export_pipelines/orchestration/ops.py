@@ -77,7 +77,7 @@ def within_read_memory_limit(
     """`step(rows)`, and whether the rows had to be read again. When DuckDB needs more than the
     run's memory limit (wide rows, large values), the rows are read again without a limit (what
     `step` wrote is already removed) and `step` runs on them."""
-    limit = policy.resolved_read_memory_limit
+    limit = policy.read_memory_limit_for(rows.export.request)
     try:
         return step(rows), "no"
     except duckdb.OutOfMemoryException as error:
@@ -129,7 +129,7 @@ def resolve_request(
         if not requested_by.get("client_source"):
             requested_by["client_source"] = client_source_of(context.run.tags)
         store.start(export_id, config.project_id, steps.request_record(config), requested_by, context.run_id)
-        source = ExportSources(warehouse, cache).for_run(config, policy.resolved_read_memory_limit)
+        source = ExportSources(warehouse, cache).for_run(config, policy.read_memory_limit_for(config))
         rows = steps.plan(config, export_id, source.connection, s3.resolved_prefix, source.catalog_name)
         export = rows.export
         store.describe(export_id, export.description)
@@ -144,7 +144,7 @@ def resolve_request(
             "format": export.format.value,
             "compression": export.compression.value,
             "source_columns": len(rows.relation.columns),
-            "read_memory_limit": policy.resolved_read_memory_limit or "none",
+            "read_memory_limit": policy.read_memory_limit_for(config) or "none",
         }
     )
     return rows
