@@ -4,6 +4,7 @@ query) is read again without it, so the limit never costs an export. Whole expor
 warehouse of such tables; every artifact read back with DuckDB and compared with the source."""
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,7 @@ def test_a_sorted_export_stays_within_its_limit(heavy_env: ExportEnvironment) ->
     run = run_export({"source": {"table": "s.amounts"}, "format": "PARQUET", "order_by": ["amount", "id"]}, "24MB")
     assert run.result.success and not run.warnings
     assert run.metadata("resolve_request")["read_memory_limit"] == "96.0MB"
+    assert not Path(f"{heavy_env.warehouse}.tmp").exists()  # nothing spilled beside the warehouse
     assert run.read_again("apply_row_rules") == run.read_again("serialize") == "no"
     (key,) = [entry["key"] for entry in heavy_env.record(run.result)["files"]]
     with duckdb.connect() as reader:
@@ -187,4 +189,8 @@ def test_the_run_connection_is_opened_again_only_for_another_limit(heavy_warehou
     with pytest.raises(duckdb.ConnectionException):
         limited.sql("SELECT 1").fetchall()
     assert unlimited.sql("SELECT current_setting('memory_limit')").fetchall() != [("61.0 MiB",)]
+    # Spills go to a folder of the connection's own in the system's temporary folder, removed on close.
+    (spills,) = unlimited.sql("SELECT current_setting('temp_directory')").fetchall()[0]
+    assert Path(spills).parent == Path(tempfile.gettempdir()) and Path(spills).is_dir()
     run.close()
+    assert not Path(spills).exists()

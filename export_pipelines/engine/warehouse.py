@@ -5,6 +5,8 @@ settings, so no request can reach beyond the warehouse. Identifiers from a reque
 up in the catalog with bound parameters before they are quoted into a statement.
 """
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -58,16 +60,20 @@ class WarehouseSource:
 class RunConnection:
     """A run's hardened read-only connection, opened on first use and kept until the run ends, so
     the ops of one run read one consistent snapshot. Asked for with another memory limit (an
-    export that needs more than the limit), it is opened again with that one."""
+    export that needs more than the limit), it is opened again with that one. What DuckDB spills
+    under the limit (a sort) goes to a folder of its own in the system's temporary folder, removed
+    on close, never beside the warehouse (whose folder may be read-only or shared)."""
 
     def __init__(self) -> None:
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._opened_as: tuple[Path, str | None] | None = None
+        self._spills: Path | None = None
 
     def get(self, path: Path, timeout_seconds: float, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
         if self._connection is None or self._opened_as != (path, memory_limit):
             self.close()
-            self._connection = open_hardened(path, timeout_seconds, memory_limit)
+            self._spills = Path(tempfile.mkdtemp(prefix="export-pipelines-duckdb-"))
+            self._connection = open_hardened(path, timeout_seconds, memory_limit, self._spills)
             self._opened_as = (path, memory_limit)
         return self._connection
 
@@ -75,6 +81,9 @@ class RunConnection:
         if self._connection is not None:
             self._connection.close()
             self._connection = self._opened_as = None
+        if self._spills is not None:
+            shutil.rmtree(self._spills, ignore_errors=True)
+            self._spills = None
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -110,15 +119,17 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A hardened read-only connection (under DuckDB's `memory_limit` if given), closed on exit."""
+        """A hardened read-only connection like a run's (under DuckDB's `memory_limit` if given),
+        closed on exit."""
+        opened = RunConnection()
         try:
-            connection = open_hardened(self.resolved_path, self.open_timeout_seconds, memory_limit)
-        except OSError as error:  # missing, or locked for too long (TimeoutError)
-            raise WarehouseUnavailable(str(error)) from error
-        try:
+            try:
+                connection = opened.get(self.resolved_path, self.open_timeout_seconds, memory_limit)
+            except OSError as error:  # missing, or locked for too long (TimeoutError)
+                raise WarehouseUnavailable(str(error)) from error
             yield connection
         finally:
-            connection.close()
+            opened.close()
 
     def run_connection(self, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
         """The run's connection (see RunConnection)."""
@@ -133,11 +144,17 @@ def _require_file(path: Path) -> None:
         raise FileNotFoundError(f"warehouse file {path} does not exist (set EXPORTS_WAREHOUSE)")
 
 
-def open_hardened(path: Path, timeout_seconds: float, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def open_hardened(
+    path: Path, timeout_seconds: float, memory_limit: str | None = None, spills: Path | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open `path` read-only with external access off, under `memory_limit` if given (DuckDB's
-    default otherwise); retry while a writer holds the file lock."""
+    default otherwise), spilling into `spills` if given; retry while a writer holds the file lock."""
     _require_file(path)
-    config = HARDENED_CONFIG if memory_limit is None else {**HARDENED_CONFIG, "memory_limit": memory_limit}
+    config = dict(HARDENED_CONFIG)
+    if memory_limit is not None:
+        config["memory_limit"] = memory_limit
+    if spills is not None:
+        config["temp_directory"] = str(spills)
     deadline = time.monotonic() + timeout_seconds
     delay = 0.05
     while True:
