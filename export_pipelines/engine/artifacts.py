@@ -326,13 +326,10 @@ class PartObjects:
         self._completing.append(self._completer.submit(self.writers[part].close))
 
     def complete(self) -> None:
-        """Complete every object (a part never opened becomes an empty object); raises the first
-        failure."""
+        """Wait until every written part's object is complete; raises the first failure."""
         for completing in self._completing:
             completing.result()
         self._completer.shutdown()
-        for writer in self.writers:
-            writer.close()
 
     def abort(self, client: Any, bucket: str) -> None:
         """Leave nothing in S3: stop every upload and delete the objects already completed."""

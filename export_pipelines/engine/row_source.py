@@ -40,7 +40,8 @@ class RowSource:
         def batches(
             with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
         ) -> Iterator[pl.DataFrame]:
-            wanted = rows if n_rows is None else min(n_rows, rows if rows is not None else n_rows)
+            limits = [limit for limit in (rows, n_rows) if limit is not None]  # n_rows: Polars' own head
+            wanted = min(limits) if limits else None
             for batch in self._take(wanted, batch_size):
                 batch = batch.select(with_columns) if with_columns else batch
                 yield batch if predicate is None else batch.filter(predicate)
