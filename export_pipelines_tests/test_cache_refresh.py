@@ -25,6 +25,7 @@ from export_pipelines.cache.resource import CachedTablesResource
 from export_pipelines.cache.versions import VersionWriter
 from export_pipelines.definitions import defs
 from export_pipelines.deploy.demo_catalog import build_demo_catalog
+from export_pipelines.engine.policy import ExportPolicy
 from export_pipelines.orchestration.cache_refresh import cache_entries_partitions, cache_refresh_sensor
 from export_pipelines.service.cache import CacheService
 from export_pipelines_tests.conftest import CATALOG_ID, CatalogEnvironment
@@ -289,6 +290,33 @@ def test_exports_read_the_current_copy_without_plumbing(
         assert written.fetchall() == source_rows(catalog_env)
     other_project = exports.run({"source": source, "project_id": "other"})
     assert not other_project.success
+
+
+def test_an_export_of_a_copy_that_needs_more_than_the_memory_limit_is_read_again(
+    catalog_env: CatalogEnvironment, instance: dg.DagsterInstance
+) -> None:
+    """A cached copy is read under the same memory limit as the warehouse, and read again without
+    it when it needs more: here notes of 48 KB, 96 MB in a batch of rows."""
+    catalog_env.sql(CREATE_CHARGES)
+    catalog_env.sql(
+        "INSERT INTO public.charges SELECT g, g, repeat(chr(65 + g % 26), 48000) || g, ARRAY['t'], now() "
+        "FROM generate_series(1, 2000) g"
+    )
+    (created,) = batch("acme", item())
+    assert run_refresh(instance, created.cache["id"]).success
+    exports = catalog_env.exports
+    done = exports.run(
+        {"source": {"catalog": CATALOG_ID, "table": "public.charges"}, "project_id": "acme", "format": "PARQUET"},
+        policy=ExportPolicy(read_memory_limit="64MB"),
+    )
+    assert done.success
+    (output,) = [e for e in done.all_events if e.is_successful_output and e.step_key == "serialize"]
+    read_again = output.event_specific_data.metadata["read_again"].value
+    assert read_again == "yes, without a memory limit (needed more than 64.0MB)"
+    artifact = exports.download(exports.record(done)["files"][0]["key"])
+    with duckdb.connect() as connection:
+        written = connection.sql(f"SELECT id, note FROM '{artifact}' ORDER BY id").fetchall()
+    assert written == catalog_env.rows("SELECT id, note FROM public.charges ORDER BY id")
 
 
 def test_an_export_during_a_full_refresh_reads_one_whole_version(
