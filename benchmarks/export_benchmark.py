@@ -10,8 +10,8 @@ ours / max(write-only, upload-only), the limit an export that writes while it up
 beside ours / baseline; and `cpu s`, the busy CPU seconds of the machine during write-only and
 upload-only (the S3 server's included) shared out over its cores: the least time the two halves
 can take together on this machine, however well they overlap. Dagster's fixed per-run overhead is
-printed apart. Then it prints the peak RSS of a whole export_job run in a fresh process at each of
---rss-rows.
+printed apart. Then it prints the peak RSS of a whole export_job run in a fresh process: for every
+pair at the first of --rss-rows, then for CSV/GZIP at each of --rss-rows, as stored and sorted.
 
 Also prints what live progress costs (the same export with and without reporting it).
 
@@ -257,16 +257,22 @@ def timed_with_cpu(function, *args) -> tuple[float, float]:
 
 
 def peak_rss_of_export(
-    rows: int, workdir: Path, environment: dict[str, str], order_by: str | None
+    rows: int, workdir: Path, environment: dict[str, str], order_by: str | None, pair: str = "CSV/GZIP"
 ) -> tuple[float, float]:
-    """Peak RSS (MiB) of a fresh process running one CSV/GZIP export of `rows` rows (a whole
+    """Peak RSS (MiB) of a fresh process running one export of `rows` rows in `pair` (a whole
     export_job run, in parts of at most 1,000,000 rows, ordered by `order_by` if given), and its
     seconds."""
     warehouse = workdir / f"rss-{rows}.duckdb"
     if not warehouse.exists():
         build_warehouse(warehouse, rows)
     child = subprocess.run(
-        [sys.executable, __file__, "--rss-child", *([f"--rss-order-by={order_by}"] if order_by else [])],
+        [
+            sys.executable,
+            __file__,
+            "--rss-child",
+            f"--rss-pair={pair}",
+            *([f"--rss-order-by={order_by}"] if order_by else []),
+        ],
         env={**environment, "EXPORTS_WAREHOUSE": str(warehouse), "EXPORTS_MAX_ROWS": str(rows * 2)},
         capture_output=True,
         text=True,
@@ -276,11 +282,12 @@ def peak_rss_of_export(
     return float(peak), float(seconds)
 
 
-def rss_child(order_by: str | None) -> None:
+def rss_child(pair: str, order_by: str | None) -> None:
     import logging
 
     logging.disable(logging.INFO)
-    seconds = timed(ours_job, "CSV", "GZIP", 1_000_000, order_by)
+    export_format, compression = pair.split("/")
+    seconds = timed(ours_job, export_format, compression, 1_000_000, order_by)
     print(f"{peak_rss_mib():.0f} {seconds:.2f}")
 
 
@@ -310,9 +317,10 @@ def main() -> None:
     parser.add_argument("--rss-only", action="store_true", help="only the peak RSS figures")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-order-by", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-pair", default="CSV/GZIP", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
-        return rss_child(args.rss_order_by)
+        return rss_child(args.rss_pair, args.rss_order_by)
 
     import logging
 
@@ -389,6 +397,14 @@ def main() -> None:
 
 
 def print_peak_rss(sizes: list[int], workdir: Path, environment: dict[str, str]) -> None:
+    print(f"\npeak RSS of a whole export_job run of {sizes[0]:,} rows as stored, every pair", flush=True)
+    for export_format in FORMATS:
+        for compression in COMPRESSIONS:
+            pair = f"{export_format}/{compression}"
+            peak, seconds = peak_rss_of_export(sizes[0], workdir, environment, None, pair)
+            verdict = "ok" if peak <= RSS_TARGET_MIB else "MISSED"
+            target = f"(target: <= {RSS_TARGET_MIB} MiB) {verdict}"
+            print(f"{pair:<14}{peak:6.0f} MiB  {seconds:6.1f} s  {target}", flush=True)
     print("\npeak RSS of a whole export_job run, CSV/GZIP, parts of <= 1,000,000 rows", flush=True)
     for order_by in (None, "amount"):
         peaks = {rows: peak_rss_of_export(rows, workdir, environment, order_by) for rows in sizes}
