@@ -129,7 +129,8 @@ def resolve_request(
         if not requested_by.get("client_source"):
             requested_by["client_source"] = client_source_of(context.run.tags)
         store.start(export_id, config.project_id, steps.request_record(config), requested_by, context.run_id)
-        source = ExportSources(warehouse, cache).for_run(config, policy.read_memory_limit_for(config))
+        memory_limit = policy.read_memory_limit_for(config)
+        source = ExportSources(warehouse, cache).for_run(config, memory_limit)
         rows = steps.plan(config, export_id, source.connection, s3.resolved_prefix, source.catalog_name)
         export = rows.export
         store.describe(export_id, export.description)
@@ -144,7 +145,7 @@ def resolve_request(
             "format": export.format.value,
             "compression": export.compression.value,
             "source_columns": len(rows.relation.columns),
-            "read_memory_limit": policy.read_memory_limit_for(config) or "none",
+            "read_memory_limit": memory_limit or "none",
         }
     )
     return rows
