@@ -19,12 +19,13 @@ from export_pipelines.engine.artifacts import (
     unfinished_uploads,
     verify_uploaded,
 )
-from export_pipelines_tests.conftest import BUCKET
+from export_pipelines.engine.part_buffers import PartBuffers
+from export_pipelines_tests.conftest import BUCKET, wait_for
 
 
 def stream(s3: LocalS3, key: str, data: bytes, chunk: int = 1 << 20):
     with ThreadPoolExecutor(4) as pool:
-        writer = S3UploadWriter(s3.client(), BUCKET, key, pool, threading.Semaphore(3))
+        writer = S3UploadWriter(s3.client(), BUCKET, key, pool, PartBuffers(3))
         for start in range(0, len(data), chunk):
             writer.write(data[start : start + chunk])
         writer.close()
@@ -57,7 +58,7 @@ def test_s3_rejects_a_part_that_does_not_match_its_checksum(s3_server: LocalS3, 
 
     monkeypatch.setattr(client, "upload_part", damaged)
     with ThreadPoolExecutor(2) as pool:
-        writer = S3UploadWriter(client, BUCKET, "integrity/damaged-part.bin", pool, threading.Semaphore(2))
+        writer = S3UploadWriter(client, BUCKET, "integrity/damaged-part.bin", pool, PartBuffers(2))
         writer.write(b"z" * (PART_BYTES + 10))
         with pytest.raises(Exception, match="BadDigest"):
             writer.close()
@@ -68,7 +69,7 @@ def test_s3_rejects_a_part_that_does_not_match_its_checksum(s3_server: LocalS3, 
 def test_aborted_multipart_upload_leaves_nothing(s3_server: LocalS3) -> None:
     client = s3_server.client()
     with ThreadPoolExecutor(2) as pool:
-        writer = S3UploadWriter(client, BUCKET, "integrity/aborted.bin", pool, threading.Semaphore(2))
+        writer = S3UploadWriter(client, BUCKET, "integrity/aborted.bin", pool, PartBuffers(2))
         writer.write(b"z" * (2 * PART_BYTES + 10))
         writer.abort()
     assert "Contents" not in client.list_objects_v2(Bucket=BUCKET, Prefix="integrity/aborted")
@@ -88,3 +89,41 @@ def test_parts_grow_so_that_any_object_fits_in_10000_parts(s3_server: LocalS3, m
     assert artifact.expected_checksum.endswith("-6")  # 8 MiB parts would have made 11
     verify_uploaded(s3_server.client(), BUCKET, artifact)
     assert stored_sha256(s3_server.client(), BUCKET, artifact.key) == hashlib.sha256(data).hexdigest()
+
+
+def test_writing_waits_for_s3_within_its_part_buffers_and_reuses_them(s3_server: LocalS3, monkeypatch) -> None:
+    """With buffers for 2 parts, writing stops after 2 parts while S3 has not taken them, goes on
+    as they land, and fills the same 2 buffers part after part; the object is whole."""
+    client = s3_server.client()
+    original, s3_takes = client.upload_part, threading.Event()
+
+    def held(**kwargs):
+        assert s3_takes.wait(timeout=120)
+        return original(**kwargs)
+
+    monkeypatch.setattr(client, "upload_part", held)
+    buffers, taken, asked = PartBuffers(2), [], []
+    take = buffers.take
+
+    def recorded_take(size: int) -> bytearray:
+        asked.append(size)
+        taken.append(take(size))
+        return taken[-1]
+
+    monkeypatch.setattr(buffers, "take", recorded_take)
+    data = (hashlib.sha256(b"held").digest() * (6 * PART_BYTES // 32 + 4))[: 6 * PART_BYTES + 100]
+    with ThreadPoolExecutor(4) as pool:
+        writer = S3UploadWriter(client, BUCKET, "integrity/held.bin", pool, buffers)
+        chunks = [data[start : start + (1 << 20)] for start in range(0, len(data), 1 << 20)]
+        writing = threading.Thread(target=lambda: [writer.write(chunk) for chunk in chunks])
+        writing.start()
+        wait_for(lambda: len(asked) == 3, "the third part's buffer asked for")
+        assert writer.bytes == 2 * PART_BYTES  # waits for S3 to take a part before it writes on
+        s3_takes.set()
+        writing.join(timeout=120)
+        assert not writing.is_alive()
+        writer.close()
+    artifact = writer.uploaded(rows=1)
+    assert (artifact.bytes, artifact.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    verify_uploaded(client, BUCKET, artifact)
+    assert len(taken) == 7 and len({id(buffer) for buffer in taken}) == 2  # 6 parts and the tail, in 2 buffers

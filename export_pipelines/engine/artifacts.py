@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -25,6 +24,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from export_pipelines.engine.part_buffers import PartBuffers
 from export_pipelines.engine.request import InvalidRequest
 from export_pipelines.settings import env, optional_env
 
@@ -163,10 +163,11 @@ def _b64(digest: bytes) -> str:
 class S3UploadWriter(io.RawIOBase):
     """A write-only file that streams into one S3 object while it is written.
 
-    Every full part goes to a multipart upload on a background thread with its SHA-256, which
-    S3 checks on receipt, so uploading overlaps writing and memory stays bounded. The sha256 of
-    the whole object is computed in order on a thread of its own, so the thread Polars writes
-    from only copies bytes. An object smaller than one part is put whole when the file closes.
+    Bytes go into a part buffer taken from the export's `PartBuffers`; every full part goes to a
+    multipart upload on a background thread with its SHA-256, which S3 checks on receipt, so
+    uploading overlaps writing and memory stays bounded. The hashes (the part's, and in order
+    the whole object's) are computed on a thread of its own, so the thread Polars writes from only
+    copies bytes. An object smaller than one part is put whole when the file closes.
 
     A part is sent again through an outage of S3 for up to PATIENCE_SECONDS: botocore's own retries
     share one quota per client, which the parallel parts drain in the first seconds of an outage.
@@ -180,17 +181,17 @@ class S3UploadWriter(io.RawIOBase):
         bucket: str,
         key: str,
         pool: ThreadPoolExecutor,
-        in_flight: threading.Semaphore,
+        buffers: PartBuffers,
         should_stop: Callable[[], bool] = lambda: False,
     ):
         super().__init__()
         self.client, self.bucket, self.key = client, bucket, key
         self._should_stop = should_stop
-        self._pool, self._in_flight = pool, in_flight
-        self._buffer = bytearray()
+        self._pool, self._buffers = pool, buffers
+        self._part: bytearray | None = None  # the part being filled, taken from `buffers`
+        self._filled = 0
         self._sha256 = hashlib.sha256()
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
-        self._hashed: list[Future] = []
         self._parts: list[Future] = []
         self._part_digests: list[bytes] = []
         self._upload_id: str | None = None
@@ -202,29 +203,45 @@ class S3UploadWriter(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._buffer += view
-        self.bytes += len(view)
-        while len(self._buffer) >= (size := part_size(len(self._parts))):
-            part = bytes(self._buffer[:size])
-            del self._buffer[:size]
-            self._send_part(part)
-        return len(view)
+        written = len(view)
+        while view:
+            if self._part is None:
+                self._part, self._filled = self._buffers.take(part_size(len(self._parts))), 0
+            count = min(len(view), len(self._part) - self._filled)
+            self._part[self._filled : self._filled + count] = view[:count]
+            self._filled += count
+            view = view[count:]
+            if self._filled == len(self._part):
+                self._send_part(self._part, self._part)
+                self._part = None
+        self.bytes += written
+        return written
 
-    def _send_part(self, part: bytes) -> None:
+    def _send_part(self, body: bytes | bytearray, buffer: bytearray | None) -> None:
+        """Upload `body` as the next part; `buffer`, the part buffer holding it if any, is
+        recycled once the part is in S3, and the part's place in `PartBuffers` given back."""
         if self._should_stop():  # asked once per part: a cancelled export stops within one part
             raise WritingStopped(f"writing s3://{self.bucket}/{self.key} was stopped")
         if self._upload_id is None:
             self._upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256"
             )["UploadId"]
-        self._hashed.append(self._hasher.submit(self._sha256.update, part))
-        self._in_flight.acquire()  # bounds the parts held in memory
-        future = self._pool.submit(self._upload_part, len(self._parts) + 1, part)
-        future.add_done_callback(lambda _: self._in_flight.release())
+        hashed = self._hasher.submit(self._hash_part, body)
+        future = self._pool.submit(self._upload_part, len(self._parts) + 1, body, hashed)
+        future.add_done_callback(lambda _: self._part_sent(buffer))
         self._parts.append(future)
 
-    def _upload_part(self, number: int, part: bytes) -> tuple[dict[str, Any], bytes]:
-        digest = hashlib.sha256(part).digest()
+    def _hash_part(self, body: bytes | bytearray) -> bytes:
+        self._sha256.update(body)
+        return hashlib.sha256(body).digest()
+
+    def _part_sent(self, buffer: bytearray | None) -> None:
+        if buffer is not None:
+            self._buffers.recycle(buffer)
+        self._buffers.release()
+
+    def _upload_part(self, number: int, body: bytes | bytearray, hashed: Future) -> tuple[dict[str, Any], bytes]:
+        digest = hashed.result()  # the buffer is reused once uploaded: hashed before then
         deadline, pause = time.monotonic() + self.PATIENCE_SECONDS, 0.5
         while True:
             try:
@@ -233,7 +250,7 @@ class S3UploadWriter(io.RawIOBase):
                     Key=self.key,
                     UploadId=self._upload_id,
                     PartNumber=number,
-                    Body=part,
+                    Body=body,
                     ChecksumSHA256=_b64(digest),
                 )
                 break
@@ -254,15 +271,28 @@ class S3UploadWriter(io.RawIOBase):
         if self.closed:
             return
         try:
+            # The last, partial part is copied out so that its buffer can be filled again at once;
+            # the copy keeps the part's place in `PartBuffers` until it is in S3.
+            tail = b"" if self._part is None else bytes(memoryview(self._part)[: self._filled])
+            if self._part is not None:
+                self._buffers.recycle(self._part)
+                self._part = None
             if self._upload_id is None:
-                body = bytes(self._buffer)
-                self._sha256.update(body)
-                self.client.put_object(
-                    Bucket=self.bucket, Key=self.key, Body=body, ChecksumSHA256=_b64(self._sha256.digest())
-                )
+                self._sha256.update(tail)
+                try:
+                    self.client.put_object(
+                        Bucket=self.bucket, Key=self.key, Body=tail, ChecksumSHA256=_b64(self._sha256.digest())
+                    )
+                finally:
+                    if tail:
+                        self._buffers.release()
             else:
-                if self._buffer:
-                    self._send_part(bytes(self._buffer))
+                if tail:
+                    try:
+                        self._send_part(tail, None)
+                    except BaseException:  # not sent: its place is free again
+                        self._buffers.release()
+                        raise
                 results = [future.result() for future in self._parts]
                 self._part_digests = [digest for _, digest in results]
                 self.client.complete_multipart_upload(
@@ -271,9 +301,6 @@ class S3UploadWriter(io.RawIOBase):
                     UploadId=self._upload_id,
                     MultipartUpload={"Parts": [part for part, _ in results]},
                 )
-                for hashed in self._hashed:
-                    hashed.result()
-            self._buffer = bytearray()
             self.finished = True
         finally:
             self._hasher.shutdown()
@@ -285,6 +312,9 @@ class S3UploadWriter(io.RawIOBase):
             future.cancel()
         wait(self._parts)
         self._hasher.shutdown(cancel_futures=True)
+        if self._part is not None:  # taken, not sent
+            self._buffers.release()
+            self._part = None
         if self._upload_id is not None and not self.finished:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
         super().close()

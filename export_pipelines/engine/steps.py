@@ -7,7 +7,6 @@ streams the rows into files that are uploaded while they are written.
 
 import functools
 import json
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from export_pipelines.engine.artifacts import (
     verify_uploaded,
 )
 from export_pipelines.engine.filters import compile_filters
+from export_pipelines.engine.part_buffers import PartBuffers
 from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat, ExportRequest, InvalidRequest
 from export_pipelines.engine.row_source import RowSource
 from export_pipelines.engine.warehouse import WarehouseSource, resolve_source
@@ -44,8 +44,8 @@ from export_pipelines.engine.writer import (
 )
 
 VECTOR_KEY_COLUMN = "__row_key"
-UPLOAD_THREADS = 8
-PARTS_IN_FLIGHT = 12  # at most this many parts (8 MiB up to 8 GB an object) wait in memory for their upload
+UPLOAD_THREADS = 4
+PARTS_IN_FLIGHT = 4  # at most this many parts (8 MiB up to 4 GiB each) wait in memory for their upload
 MIN_BYTES_PER_FILE = 5 * 1024 * 1024
 
 
@@ -331,10 +331,10 @@ def _stream(
             sampled_rows = min(row_count, SIZE_SAMPLE_ROWS)
             per_file = rows_per_file(max_rows_per_file, max_bytes_per_file, sample.frame(), sampled_rows, sink)
     names = names_for(per_file)
-    in_flight = threading.Semaphore(PARTS_IN_FLIGHT)
+    buffers = PartBuffers(PARTS_IN_FLIGHT)
     with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="s3-upload") as pool:
         objects = PartObjects(
-            [S3UploadWriter(client, bucket, export.key_prefix + name, pool, in_flight, should_stop) for name in names]
+            [S3UploadWriter(client, bucket, export.key_prefix + name, pool, buffers, should_stop) for name in names]
         )
         try:
             with source_of(relation, on_rows) as source:
