@@ -9,7 +9,7 @@ class PartBuffers:
     Writing fills a buffer taken from here and waits for one when all are taken: that wait is
     what holds an export that writes faster than S3 takes its bytes to `count` parts. A buffer
     comes back once its part is in S3 and is filled again, so memory stays at `count` parts for
-    the whole export, with no part copied and no 8 MiB block left for the allocator to keep.
+    the whole export, with no full part copied and no freed 8 MiB block for the allocator to keep.
     """
 
     def __init__(self, count: int):
