@@ -212,22 +212,27 @@ class S3UploadWriter(io.RawIOBase):
             self._filled += count
             view = view[count:]
             if self._filled == len(self._part):
-                self._send_part(self._part, self._part)
-                self._part = None
+                part, self._part = self._part, None
+                self._send_part(part, part)
         self.bytes += written
         return written
 
     def _send_part(self, body: bytes | bytearray, buffer: bytearray | None) -> None:
         """Upload `body` as the next part; `buffer`, the part buffer holding it if any, is
-        recycled once the part is in S3, and the part's place in `PartBuffers` given back."""
-        if self._should_stop():  # asked once per part: a cancelled export stops within one part
-            raise WritingStopped(f"writing s3://{self.bucket}/{self.key} was stopped")
-        if self._upload_id is None:
-            self._upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256"
-            )["UploadId"]
-        hashed = self._hasher.submit(self._hash_part, body)
-        future = self._pool.submit(self._upload_part, len(self._parts) + 1, body, hashed)
+        recycled once the part is in S3. The part's place in `PartBuffers` is given back then, or
+        at once if it is not sent."""
+        try:
+            if self._should_stop():  # asked once per part: a cancelled export stops within one part
+                raise WritingStopped(f"writing s3://{self.bucket}/{self.key} was stopped")
+            if self._upload_id is None:
+                self._upload_id = self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, ChecksumAlgorithm="SHA256"
+                )["UploadId"]
+            hashed = self._hasher.submit(self._hash_part, body)
+            future = self._pool.submit(self._upload_part, len(self._parts) + 1, body, hashed)
+        except BaseException:
+            self._buffers.release()
+            raise
         future.add_done_callback(lambda _: self._part_sent(buffer))
         self._parts.append(future)
 
@@ -288,11 +293,7 @@ class S3UploadWriter(io.RawIOBase):
                         self._buffers.release()
             else:
                 if tail:
-                    try:
-                        self._send_part(tail, None)
-                    except BaseException:  # not sent: its place is free again
-                        self._buffers.release()
-                        raise
+                    self._send_part(tail, None)
                 results = [future.result() for future in self._parts]
                 self._part_digests = [digest for _, digest in results]
                 self.client.complete_multipart_upload(
@@ -312,7 +313,7 @@ class S3UploadWriter(io.RawIOBase):
             future.cancel()
         wait(self._parts)
         self._hasher.shutdown(cancel_futures=True)
-        if self._part is not None:  # taken, not sent
+        if self._part is not None:  # taken, not yet full
             self._buffers.release()
             self._part = None
         if self._upload_id is not None and not self.finished:
