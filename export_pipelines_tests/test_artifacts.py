@@ -93,12 +93,14 @@ def test_parts_grow_so_that_any_object_fits_in_10000_parts(s3_server: LocalS3, m
 
 def test_writing_waits_for_s3_within_its_part_buffers_and_reuses_them(s3_server: LocalS3, monkeypatch) -> None:
     """With buffers for 2 parts, writing stops after 2 parts while S3 has not taken them, goes on
-    as they land, and fills the same 2 buffers part after part; the object is whole."""
+    as they land, and fills the same 2 buffers part after part, the partial last one included
+    (sent from its buffer, not copied); the object is whole."""
     client = s3_server.client()
-    original, s3_takes = client.upload_part, threading.Event()
+    original, s3_takes, bodies = client.upload_part, threading.Event(), {}
 
     def held(**kwargs):
         assert s3_takes.wait(timeout=120)
+        bodies[kwargs["PartNumber"]] = kwargs["Body"]
         return original(**kwargs)
 
     monkeypatch.setattr(client, "upload_part", held)
@@ -127,3 +129,4 @@ def test_writing_waits_for_s3_within_its_part_buffers_and_reuses_them(s3_server:
     assert (artifact.bytes, artifact.sha256) == (len(data), hashlib.sha256(data).hexdigest())
     verify_uploaded(client, BUCKET, artifact)
     assert len(taken) == 7 and len({id(buffer) for buffer in taken}) == 2  # 6 parts and the tail, in 2 buffers
+    assert bodies[7] is taken[-1] and len(bodies[7]) == 100

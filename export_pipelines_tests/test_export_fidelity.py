@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from export_pipelines.engine.request import Compression
+from export_pipelines.engine.writer import PARQUET_ROW_GROUP_ROWS
 from export_pipelines_tests.conftest import ExportEnvironment
 
 FORMATS = ["CSV", "JSONL", "PARQUET"]
@@ -91,6 +93,11 @@ def test_every_format_and_compression_round_trips(
             )
             codec = connection.sql(f"SELECT DISTINCT compression FROM parquet_metadata('{path}')").fetchall()
             assert codec == [({"NONE": "UNCOMPRESSED", "GZIP": "GZIP", "ZSTD": "ZSTD"}[compression],)]
+            groups = connection.sql(
+                f"SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata('{path}') ORDER BY 1"
+            ).fetchall()
+            per_group = PARQUET_ROW_GROUP_ROWS[Compression(compression)]  # bounds what the writer holds
+            assert [rows for _, rows in groups] == [per_group] * (100_000 // per_group)
     finally:
         connection.close()
 

@@ -276,23 +276,23 @@ class S3UploadWriter(io.RawIOBase):
         if self.closed:
             return
         try:
-            # The last, partial part is copied out so that its buffer can be filled again at once;
-            # the copy keeps the part's place in `PartBuffers` until it is in S3.
-            tail = b"" if self._part is None else bytes(memoryview(self._part)[: self._filled])
-            if self._part is not None:
-                self._buffers.recycle(self._part)
-                self._part = None
+            # The last, partial part goes from its own buffer, cut to its bytes (not copied: a copy
+            # made the export's peak at its end); the cut buffer is not filled again.
+            tail, self._part = self._part, None
+            if tail is not None:
+                del tail[self._filled :]
             if self._upload_id is None:
-                self._sha256.update(tail)
+                body = b"" if tail is None else tail
+                self._sha256.update(body)
                 try:
                     self.client.put_object(
-                        Bucket=self.bucket, Key=self.key, Body=tail, ChecksumSHA256=_b64(self._sha256.digest())
+                        Bucket=self.bucket, Key=self.key, Body=body, ChecksumSHA256=_b64(self._sha256.digest())
                     )
                 finally:
-                    if tail:
+                    if tail is not None:
                         self._buffers.release()
             else:
-                if tail:
+                if tail is not None:
                     self._send_part(tail, None)
                 results = [future.result() for future in self._parts]
                 self._part_digests = [digest for _, digest in results]
