@@ -113,7 +113,7 @@ def write_only(export_format: str, compression: str, resources: dict) -> None:
     request = request_of(export_format, compression)
     with reading(resources, request) as connection:
         rows = export_rows(request, resources, connection, str(uuid.uuid4()))
-        steps.serialize_to_s3(rows, NullS3(), "null")
+        steps.serialize_to_s3(rows, NullS3(), "null", parts_in_flight=resources["s3"].resolved_parts_in_flight)
 
 
 def upload_only(client, bucket: str, path: Path) -> None:
@@ -133,7 +133,7 @@ def artifact_of(export_format: str, compression: str, resources: dict, workdir: 
     request = request_of(export_format, compression)
     with reading(resources, request) as connection:
         rows = export_rows(request, resources, connection, str(uuid.uuid4()))
-        written = steps.serialize_to_s3(rows, client, bucket)
+        written = steps.serialize_to_s3(rows, client, bucket, parts_in_flight=s3.resolved_parts_in_flight)
     (artifact,) = written.artifacts
     target = workdir / artifact.key.rsplit("/", 1)[-1]
     client.download_file(bucket, artifact.key, str(target))
@@ -156,7 +156,9 @@ def ours(export_format: str, compression: str, resources: dict, progress_of: str
         on_rows = lambda _rows: None  # noqa: E731
         if progress_of is not None:
             on_rows = ProgressReporter(resources["export_store"].get_store(), export_id, rows.row_count, [].append)
-        written = steps.serialize_to_s3(rows, client, bucket, on_rows=on_rows)
+        written = steps.serialize_to_s3(
+            rows, client, bucket, on_rows=on_rows, parts_in_flight=s3.resolved_parts_in_flight
+        )
         steps.verify(written, client, bucket)
         steps.record(written, client, bucket)
     return written.row_count

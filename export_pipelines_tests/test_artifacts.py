@@ -130,3 +130,46 @@ def test_writing_waits_for_s3_within_its_part_buffers_and_reuses_them(s3_server:
     verify_uploaded(client, BUCKET, artifact)
     assert len(taken) == 7 and len({id(buffer) for buffer in taken}) == 2  # 6 parts and the tail, in 2 buffers
     assert bodies[7] is taken[-1] and len(bodies[7]) == 100
+
+
+def test_an_export_sends_as_many_parts_at_once_as_its_s3_resource_allows(export_env, monkeypatch) -> None:
+    """`parts_in_flight=2`: while S3 has taken neither of two parts, writing waits (no third part is
+    sent); an uncompressed export of 4 parts arrives whole."""
+    s3 = artifacts.ExportS3Resource(parts_in_flight=2)
+    client = s3.get_client()  # the run's resource gets the same: one client per process and settings
+    original, lock, in_flight, most = client.upload_part, threading.Condition(), [0], [0]
+
+    def counted(**kwargs):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            lock.notify_all()
+            assert lock.wait_for(lambda: most[0] >= 2, timeout=60), "a second part was never sent"
+        try:
+            return original(**kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(client, "upload_part", counted)
+    result = export_env.run({"source": {"table": "payment.charges"}, "format": "JSONL"}, s3=s3)
+    record = export_env.record(result)
+    assert record["status"] == "SUCCEEDED" and record["row_count"] == 100_000
+    assert record["bytes"] > 3 * PART_BYTES and most[0] == 2
+    [file] = record["files"]
+    assert stored_sha256(client, BUCKET, file["key"]) == file["sha256"]
+
+
+def test_parts_in_flight_is_checked_where_it_is_set(monkeypatch) -> None:
+    assert artifacts.ExportS3Resource().resolved_parts_in_flight == 4
+    for wrong in (0, 65):
+        with pytest.raises(ValueError, match=f"parts_in_flight must be 1 to 64 parts, got {wrong}"):
+            artifacts.ExportS3Resource(parts_in_flight=wrong)
+    monkeypatch.setenv("EXPORTS_S3_PARTS_IN_FLIGHT", "2")
+    assert artifacts.ExportS3Resource().resolved_parts_in_flight == 2
+    monkeypatch.setenv("EXPORTS_S3_PARTS_IN_FLIGHT", "0")
+    with pytest.raises(ValueError, match="EXPORTS_S3_PARTS_IN_FLIGHT must be 1 to 64 parts, got 0"):
+        _ = artifacts.ExportS3Resource().resolved_parts_in_flight
+    monkeypatch.setenv("EXPORTS_S3_PARTS_IN_FLIGHT", "many")
+    with pytest.raises(ValueError, match="EXPORTS_S3_PARTS_IN_FLIGHT must be a whole number, got 'many'"):
+        _ = artifacts.ExportS3Resource().resolved_parts_in_flight

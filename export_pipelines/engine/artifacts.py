@@ -22,11 +22,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from dagster_aws.s3 import S3Resource
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from export_pipelines.engine.part_buffers import PartBuffers
 from export_pipelines.engine.request import InvalidRequest
-from export_pipelines.settings import env, optional_env
+from export_pipelines.settings import env, int_env, optional_env
 
 MANIFEST_NAME = "manifest.json"
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -35,6 +35,7 @@ _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # PART_BYTES each (S3's minimum is 5 MiB), doubling after every PARTS_PER_SIZE parts.
 PART_BYTES = 8 * 1024 * 1024
 PARTS_PER_SIZE = 1000
+MAX_PARTS_IN_FLIGHT = 64  # 512 MiB of parts
 
 
 class ExportS3Resource(S3Resource):
@@ -47,6 +48,12 @@ class ExportS3Resource(S3Resource):
     prefix: str | None = Field(
         default=None, description="Key prefix of every export. Default: $EXPORTS_PREFIX, else empty."
     )
+    parts_in_flight: int | None = Field(
+        default=None,
+        description=f"Parts of an export (8 MiB each below 8 GB) held in memory for S3 at most, uploaded on as many "
+        f"threads while writing goes on: each costs a part of memory; more carry a distant S3's bandwidth through its "
+        f"latency. 1 to {MAX_PARTS_IN_FLIGHT}. Default: $EXPORTS_S3_PARTS_IN_FLIGHT, else 4.",
+    )
 
     _client: Any = PrivateAttr(default=None)
 
@@ -57,6 +64,17 @@ class ExportS3Resource(S3Resource):
     @property
     def resolved_prefix(self) -> str:
         return self.prefix if self.prefix is not None else env("EXPORTS_PREFIX")
+
+    @field_validator("parts_in_flight")
+    @classmethod
+    def _check_parts_in_flight(cls, value: int | None) -> int | None:
+        return value if value is None else _parts_in_flight(value, "parts_in_flight")
+
+    @property
+    def resolved_parts_in_flight(self) -> int:
+        if self.parts_in_flight is not None:
+            return self.parts_in_flight
+        return _parts_in_flight(int_env("EXPORTS_S3_PARTS_IN_FLIGHT"), "EXPORTS_S3_PARTS_IN_FLIGHT")
 
     def get_object_to_set_on_execution_context(self) -> Any:
         # Hooks and legacy contexts get this resource itself (bucket and prefix included).
@@ -76,6 +94,12 @@ class ExportS3Resource(S3Resource):
                 tuple(self.model_dump(include=_CLIENT_FIELDS).items()),
             )
         return self._client
+
+
+def _parts_in_flight(value: int, name: str) -> int:
+    if not 1 <= value <= MAX_PARTS_IN_FLIGHT:
+        raise ValueError(f"{name} must be 1 to {MAX_PARTS_IN_FLIGHT} parts, got {value}")
+    return value
 
 
 _CLIENT_FIELDS = {

@@ -44,8 +44,6 @@ from export_pipelines.engine.writer import (
 )
 
 VECTOR_KEY_COLUMN = "__row_key"
-UPLOAD_THREADS = 4
-PARTS_IN_FLIGHT = 4  # at most this many parts (8 MiB up to 4 GiB each) wait in memory for their upload
 MIN_BYTES_PER_FILE = 5 * 1024 * 1024
 
 
@@ -271,17 +269,22 @@ def serialize_to_s3(
     bucket: str,
     should_stop: Callable[[], bool] = lambda: False,
     on_rows: Callable[[int], None] = lambda _rows: None,
+    *,
+    parts_in_flight: int,
 ) -> WrittenExport:
     """Stream the rows through Polars into the format, each file uploaded while it is written;
     then the vectors artifact, when asked for. `should_stop` is asked once per uploaded part
     (8 MiB): when it answers true, writing stops with WritingStopped and nothing is left in S3.
     `on_rows` hears the rows of the data files taken in by the writer so far, per batch (about
-    10,000 rows)."""
+    10,000 rows). At most `parts_in_flight` parts are held in memory for S3, uploaded on as many
+    threads."""
     export = rows.export
     assert rows.row_count is not None
     request = export.request
     extension = file_extension(export.format, export.compression)
-    stream = functools.partial(_stream, export=export, client=client, bucket=bucket, should_stop=should_stop)
+    stream = functools.partial(
+        _stream, export=export, client=client, bucket=bucket, should_stop=should_stop, parts_in_flight=parts_in_flight
+    )
     artifacts = stream(
         rows.relation,
         functools.partial(part_file_names, export.base_name, extension, rows.row_count),
@@ -312,6 +315,7 @@ def _stream(
     client: Any,
     bucket: str,
     should_stop: Callable[[], bool],
+    parts_in_flight: int,
 ) -> list[UploadedArtifact]:
     """Write `relation` into the objects `names_for(rows per file)` names: parts of at most
     `max_rows_per_file` rows and about `max_bytes_per_file` bytes, or one object."""
@@ -331,8 +335,8 @@ def _stream(
             sampled_rows = min(row_count, SIZE_SAMPLE_ROWS)
             per_file = rows_per_file(max_rows_per_file, max_bytes_per_file, sample.frame(), sampled_rows, sink)
     names = names_for(per_file)
-    buffers = PartBuffers(PARTS_IN_FLIGHT)
-    with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="s3-upload") as pool:
+    buffers = PartBuffers(parts_in_flight)
+    with ThreadPoolExecutor(parts_in_flight, thread_name_prefix="s3-upload") as pool:
         objects = PartObjects(
             [S3UploadWriter(client, bucket, export.key_prefix + name, pool, buffers, should_stop) for name in names]
         )

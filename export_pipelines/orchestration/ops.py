@@ -221,7 +221,12 @@ def serialize(
         assert rows.row_count is not None
         progress = ProgressReporter(export_store.get_store(), rows.export.export_id, rows.row_count, context.log.info)
         return steps.serialize_to_s3(
-            rows, s3.get_client(), s3.resolved_bucket, cancel_requested(context), on_rows=progress
+            rows,
+            s3.get_client(),
+            s3.resolved_bucket,
+            cancel_requested(context),
+            on_rows=progress,
+            parts_in_flight=s3.resolved_parts_in_flight,
         )
 
     with user_errors():
