@@ -15,8 +15,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from export_pipelines.engine.compression import BLOCK_BYTES
 from export_pipelines.engine.request import Compression
 from export_pipelines.engine.writer import PARQUET_ROW_GROUP_ROWS
+from export_pipelines_tests.compressed import streams_in
 from export_pipelines_tests.conftest import ExportEnvironment
 
 FORMATS = ["CSV", "JSONL", "PARQUET"]
@@ -68,6 +70,9 @@ def test_every_format_and_compression_round_trips(
     assert file["key"].endswith(f"charges-00000.{export_format.lower()}{suffix}")
     path = export_env.download(file["key"])
     assert path.stat().st_size == file["bytes"] == record["bytes"]
+    if export_format != "PARQUET" and compression != "NONE":  # compressed in blocks on every core
+        blocks = streams_in(path.read_bytes(), Compression(compression))
+        assert len(blocks) > 1 and all(len(block) == BLOCK_BYTES for block in blocks[:-1])
 
     connection = open_comparison(export_env.warehouse)
     try:
