@@ -22,7 +22,7 @@ EMBEDDED_DEFAULTS: dict[str, str] = {
     "EXPORTS_BROKER_URL": "filesystem://.data/broker",
     "EXPORTS_CACHE_DIR": ".data/cache",
     "EXPORTS_READ_MEMORY_LIMIT": "64MB",
-    "EXPORTS_S3_PARTS_IN_FLIGHT": "4",
+    "EXPORTS_S3_PARTS_IN_FLIGHT": "3",
 }
 
 

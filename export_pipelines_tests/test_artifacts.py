@@ -174,7 +174,7 @@ def test_an_export_sends_as_many_parts_at_once_as_its_s3_resource_allows(export_
 
 
 def test_parts_in_flight_is_checked_where_it_is_set(monkeypatch) -> None:
-    assert artifacts.ExportS3Resource().resolved_parts_in_flight == 4
+    assert artifacts.ExportS3Resource().resolved_parts_in_flight == 3
     for wrong in (0, 65):
         with pytest.raises(ValueError, match=f"parts_in_flight must be 1 to 64 parts, got {wrong}"):
             artifacts.ExportS3Resource(parts_in_flight=wrong)

@@ -52,7 +52,7 @@ class ExportS3Resource(S3Resource):
         default=None,
         description=f"Parts of an export (8 MiB each below 8 GB) held in memory for S3 at most, uploaded on as many "
         f"threads while writing goes on: each costs a part of memory; more carry a distant S3's bandwidth through its "
-        f"latency. 1 to {MAX_PARTS_IN_FLIGHT}. Default: $EXPORTS_S3_PARTS_IN_FLIGHT, else 4.",
+        f"latency. 1 to {MAX_PARTS_IN_FLIGHT}. Default: $EXPORTS_S3_PARTS_IN_FLIGHT, else 3.",
     )
 
     _client: Any = PrivateAttr(default=None)
