@@ -1,19 +1,21 @@
-"""gzip and zstd compressed in blocks on several threads: the blocks come out in order as one
-stream that every reader takes whole, at most one block per thread is held, and a failure stops
-everything without writing what was pending."""
+"""gzip and zstd compressed on several threads: each file is still one gzip member or one zstd
+frame that the strictest readers take whole, gzip's blocks come out in order, at most one block
+per thread is held, and a failure stops everything without writing what was pending."""
 
 import gzip
 import io
 import random
+import subprocess
 import threading
 import time
+import zlib
 
 import polars as pl
 import pytest
 import zstandard
 
 from export_pipelines.engine import compression
-from export_pipelines.engine.compression import BLOCK_BYTES, BlockCompressor
+from export_pipelines.engine.compression import BLOCK_BYTES, GzipWriter, compressed
 from export_pipelines.engine.request import Compression
 from export_pipelines_tests.compressed import streams_in
 
@@ -31,9 +33,9 @@ def text(size: int) -> bytes:
     return "".join(lines).encode()[:size]
 
 
-def compress(data: bytes, kind: Compression, chunk: int, workers: int = 2) -> bytes:
+def compress(data: bytes, kind: Compression, chunk: int) -> bytes:
     target = io.BytesIO()
-    with BlockCompressor(target, kind, workers) as compressor:
+    with compressed(target, kind) as compressor:
         for start in range(0, len(data), chunk):
             compressor.write(data[start : start + chunk])
         compressor.finish()
@@ -48,85 +50,111 @@ def wait_until(condition, what: str, seconds: float = 10.0) -> None:
 
 
 @pytest.mark.parametrize("kind", COMPRESSED)
-def test_blocks_make_one_stream_that_readers_take_whole(kind: Compression) -> None:
-    data = text(3 * BLOCK_BYTES + 12_345)
-    compressed = compress(data, kind, chunk=1_000_003)  # writes that straddle the blocks
+def test_a_file_is_one_stream_that_the_strictest_readers_take_whole(kind: Compression) -> None:
+    data = text(5 * BLOCK_BYTES + 12_345)
+    stored = compress(data, kind, chunk=1_000_003)  # writes that straddle the blocks
 
-    assert [len(stream) for stream in streams_in(compressed, kind)] == [BLOCK_BYTES] * 3 + [12_345]
+    assert streams_in(stored, kind) == [data]  # one member or frame, not one per block
     if kind is Compression.GZIP:
-        assert gzip.decompress(compressed) == data
+        assert zlib.decompress(stored, 31) == gzip.decompress(stored) == data  # zlib stops after one member
+        whole = zlib.compressobj(compression.GZIP_LEVEL, zlib.DEFLATED, 31)
+        assert len(stored) <= 1.01 * len(whole.compress(data) + whole.flush())  # the dictionaries keep the ratio
     else:
-        assert zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(compressed) == data
-    # Polars reads the stream as one CSV file, DuckDB does in the export fidelity tests.
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(stored) == data
+    tool = "gzip" if kind is Compression.GZIP else "zstd"
+    assert subprocess.run([tool, "-dc"], input=stored, capture_output=True, check=True).stdout == data
     columns = {"has_header": False, "new_columns": ["id", "status", "amount"]}
-    assert pl.read_csv(compressed, **columns).equals(pl.read_csv(data, **columns))
-    assert len(compressed) < len(data) / 2
+    assert pl.read_csv(stored, **columns).equals(pl.read_csv(data, **columns))
 
 
 @pytest.mark.parametrize("kind", COMPRESSED)
-def test_an_empty_or_small_file_is_one_plain_stream(kind: Compression) -> None:
+def test_an_empty_or_small_file_is_a_plain_stream(kind: Compression) -> None:
     assert streams_in(compress(b"id\n1\n", kind, chunk=2), kind) == [b"id\n1\n"]
-    assert compress(b"", kind, chunk=1) == b""
+    assert streams_in(compress(b"", kind, chunk=1), kind) == [b""]
 
 
-def test_blocks_are_written_in_order_however_they_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gzip_blocks_are_written_in_order_however_they_finish(monkeypatch: pytest.MonkeyPatch) -> None:
     first_may_finish = threading.Event()
 
-    def slow_first(block: bytearray) -> bytes:
+    def slow_first(block: memoryview, _dictionary: bytes) -> tuple[bytes, int]:
         if block[:1] == b"a":
             assert first_may_finish.wait(10)
-        return bytes(block[:1])
+        return bytes(block[:1]), 0
 
-    monkeypatch.setitem(compression.COMPRESSORS, Compression.GZIP, slow_first)
+    monkeypatch.setattr(compression, "_deflate", slow_first)
     target = io.BytesIO()
-    with BlockCompressor(target, Compression.GZIP, workers=3) as compressor:
+    with GzipWriter(target, workers=3) as writer:
         for letter in b"abc":
-            compressor.write(bytes([letter]) * BLOCK_BYTES)
+            writer.write(bytes([letter]) * BLOCK_BYTES)
         time.sleep(0.2)  # b and c are done by now; nothing may be written before a
         assert target.getvalue() == b""
         first_may_finish.set()
-        compressor.finish()
-    assert target.getvalue() == b"abc"
+        writer.finish()
+    assert target.getvalue()[len(compression.GZIP_HEADER) :].startswith(b"abc")
 
 
-def test_at_most_one_block_per_thread_is_held(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_gzip_block_gets_the_text_before_it_as_its_dictionary(monkeypatch: pytest.MonkeyPatch) -> None:
+    dictionaries: list[bytes] = []
+
+    def recorded(block: memoryview, dictionary: bytes) -> tuple[bytes, int]:
+        dictionaries.append(dictionary)
+        return b"", 0
+
+    monkeypatch.setattr(compression, "_deflate", recorded)
+    data = text(3 * BLOCK_BYTES)
+    with GzipWriter(io.BytesIO(), workers=1) as writer:
+        writer.write(data)
+        writer.finish()
+    before = [data[end - compression.DEFLATE_WINDOW : end] for end in (BLOCK_BYTES, 2 * BLOCK_BYTES)]
+    assert dictionaries == [b"", *before]
+
+
+def test_at_most_one_gzip_block_per_thread_is_held(monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[int] = []
     go_on = threading.Event()
 
-    def held(block: bytearray) -> bytes:
+    def held(block: memoryview, _dictionary: bytes) -> tuple[bytes, int]:
         started.append(block[0])
         assert go_on.wait(10)
-        return bytes(block[:1])
+        return bytes(block[:1]), 0
 
-    monkeypatch.setitem(compression.COMPRESSORS, Compression.ZSTD, held)
+    monkeypatch.setattr(compression, "_deflate", held)
     target = io.BytesIO()
-    compressor = BlockCompressor(target, Compression.ZSTD, workers=2)
-    writer = threading.Thread(target=lambda: [compressor.write(bytes([n]) * BLOCK_BYTES) for n in range(6)])
-    writer.start()
-    wait_until(lambda: len(started) == 2, "two blocks being compressed")
+    writer = GzipWriter(target, workers=2)
+    filling = threading.Thread(target=lambda: [writer.write(bytes([n]) * BLOCK_BYTES) for n in range(6)])
+    filling.start()
+    wait_until(lambda: len(started) == 2, "two blocks being deflated")
     time.sleep(0.2)  # the writer is held: a third block is filled but not handed over
-    assert writer.is_alive() and started == [0, 1]
+    assert filling.is_alive() and started == [0, 1]
     go_on.set()
-    writer.join(10)
-    compressor.finish()
-    assert target.getvalue() == bytes(range(6))
+    filling.join(10)
+    writer.finish()
+    assert target.getvalue()[len(compression.GZIP_HEADER) :].startswith(bytes(range(6)))
 
 
-def test_a_failure_stops_the_threads_and_writes_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(block: bytearray) -> bytes:
+def test_a_gzip_failure_stops_the_threads_and_writes_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(block: memoryview, _dictionary: bytes) -> tuple[bytes, int]:
         if block[0] == 1:
             raise MemoryError("no room to compress")
-        return bytes(block[:1])
+        return bytes(block[:1]), 0
 
-    monkeypatch.setitem(compression.COMPRESSORS, Compression.GZIP, broken)
+    monkeypatch.setattr(compression, "_deflate", broken)
     target = io.BytesIO()
-    compressor = BlockCompressor(target, Compression.GZIP, workers=1)
+    writer = GzipWriter(target, workers=1)
     with pytest.raises(MemoryError, match="no room to compress"):
         for n in range(4):
-            compressor.write(bytes([n]) * BLOCK_BYTES)
-        compressor.finish()
-    compressor.close()
-    assert target.getvalue() == b"\x00"
-    assert compressor.closed
+            writer.write(bytes([n]) * BLOCK_BYTES)
+        writer.finish()
+    writer.close()
+    assert target.getvalue() == compression.GZIP_HEADER + b"\x00"
     with pytest.raises(RuntimeError, match="shutdown"):
-        compressor._pool.submit(bytes)
+        writer._pool.submit(bytes)
+
+
+def test_a_zstd_file_closed_unfinished_is_left_without_its_end() -> None:
+    target = io.BytesIO()
+    with compressed(target, Compression.ZSTD) as writer:
+        writer.write(text(3 * BLOCK_BYTES))
+    reading = zstandard.ZstdDecompressor().decompressobj()
+    reading.decompress(target.getvalue())
+    assert not reading.eof and not target.closed

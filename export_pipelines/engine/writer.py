@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import polars as pl
 
-from export_pipelines.engine.compression import BlockCompressor
+from export_pipelines.engine.compression import compressed
 from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat
 from export_pipelines.engine.row_source import RowSource
 
@@ -84,7 +84,7 @@ class Sink:
 
     def __call__(self, frame: pl.LazyFrame, target: IO[bytes]) -> None:
         """Stream `frame` into `target`, a binary file. CSV and JSONL are written as text by Polars
-        and compressed on every core (`BlockCompressor`); Parquet compresses its own pages."""
+        and compressed on every core (`compression`); Parquet compresses its own pages."""
         with pl.Config(streaming_chunk_size=STREAMING_CHUNK_ROWS):
             if self.export_format is ExportFormat.PARQUET:
                 frame.sink_parquet(
@@ -95,9 +95,9 @@ class Sink:
             elif self.compression is Compression.NONE:
                 self._sink_text(frame, target)
             else:
-                with BlockCompressor(target, self.compression) as compressed:
-                    self._sink_text(frame, compressed)
-                    compressed.finish()
+                with compressed(target, self.compression) as compressing:
+                    self._sink_text(frame, compressing)
+                    compressing.finish()
 
     def _sink_text(self, frame: pl.LazyFrame, target: IO[bytes]) -> None:
         if self.export_format is ExportFormat.JSONL:
