@@ -1,7 +1,9 @@
 """gzip and zstd compressed on several threads: each file is still one gzip member or one zstd
 frame that the strictest readers take whole, gzip's blocks come out in order, at most one block
-per thread is held, and a failure stops everything without writing what was pending."""
+per thread is held, the files of an export share the same threads and buffers, and a failure
+writes nothing of what was pending."""
 
+import contextlib
 import gzip
 import io
 import random
@@ -15,7 +17,7 @@ import pytest
 import zstandard
 
 from export_pipelines.engine import compression
-from export_pipelines.engine.compression import BLOCK_BYTES, GzipWriter, compressed
+from export_pipelines.engine.compression import BLOCK_BYTES, Compressor
 from export_pipelines.engine.request import Compression
 from export_pipelines_tests.compressed import streams_in
 
@@ -33,12 +35,14 @@ def text(size: int) -> bytes:
     return "".join(lines).encode()[:size]
 
 
-def compress(data: bytes, kind: Compression, chunk: int) -> bytes:
+def compress(data: bytes, kind: Compression, chunk: int, compressor: Compressor | None = None) -> bytes:
+    """`data` compressed as one file, written `chunk` bytes at a time (by `compressor`, or a new one)."""
     target = io.BytesIO()
-    with compressed(target, kind) as compressor:
+    owned = Compressor(kind) if compressor is None else contextlib.nullcontext(compressor)
+    with owned as used, used.writer(target) as writer:
         for start in range(0, len(data), chunk):
-            compressor.write(data[start : start + chunk])
-        compressor.finish()
+            writer.write(data[start : start + chunk])
+        writer.finish()
     return target.getvalue()
 
 
@@ -83,7 +87,7 @@ def test_gzip_blocks_are_written_in_order_however_they_finish(monkeypatch: pytes
 
     monkeypatch.setattr(compression, "_deflate", slow_first)
     target = io.BytesIO()
-    with GzipWriter(target, workers=3) as writer:
+    with Compressor(Compression.GZIP, workers=3) as compressor, compressor.writer(target) as writer:
         for letter in b"abc":
             writer.write(bytes([letter]) * BLOCK_BYTES)
         time.sleep(0.2)  # b and c are done by now; nothing may be written before a
@@ -102,7 +106,7 @@ def test_each_gzip_block_gets_the_text_before_it_as_its_dictionary(monkeypatch: 
 
     monkeypatch.setattr(compression, "_deflate", recorded)
     data = text(3 * BLOCK_BYTES)
-    with GzipWriter(io.BytesIO(), workers=1) as writer:
+    with Compressor(Compression.GZIP, workers=1) as compressor, compressor.writer(io.BytesIO()) as writer:
         writer.write(data)
         writer.finish()
     before = [data[end - compression.DEFLATE_WINDOW : end] for end in (BLOCK_BYTES, 2 * BLOCK_BYTES)]
@@ -120,7 +124,8 @@ def test_at_most_one_gzip_block_per_thread_is_held(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(compression, "_deflate", held)
     target = io.BytesIO()
-    writer = GzipWriter(target, workers=2)
+    compressor = Compressor(Compression.GZIP, workers=2)
+    writer = compressor.writer(target)
     filling = threading.Thread(target=lambda: [writer.write(bytes([n]) * BLOCK_BYTES) for n in range(6)])
     filling.start()
     wait_until(lambda: len(started) == 2, "two blocks being deflated")
@@ -129,10 +134,13 @@ def test_at_most_one_gzip_block_per_thread_is_held(monkeypatch: pytest.MonkeyPat
     go_on.set()
     filling.join(10)
     writer.finish()
+    compressor.close()
     assert target.getvalue()[len(compression.GZIP_HEADER) :].startswith(bytes(range(6)))
 
 
-def test_a_gzip_failure_stops_the_threads_and_writes_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_gzip_failure_writes_nothing_more_and_the_threads_stop_with_the_compressor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def broken(block: memoryview, _dictionary: bytes) -> tuple[bytes, int]:
         if block[0] == 1:
             raise MemoryError("no room to compress")
@@ -140,20 +148,32 @@ def test_a_gzip_failure_stops_the_threads_and_writes_nothing_more(monkeypatch: p
 
     monkeypatch.setattr(compression, "_deflate", broken)
     target = io.BytesIO()
-    writer = GzipWriter(target, workers=1)
+    compressor = Compressor(Compression.GZIP, workers=1)
+    writer = compressor.writer(target)
     with pytest.raises(MemoryError, match="no room to compress"):
         for n in range(4):
             writer.write(bytes([n]) * BLOCK_BYTES)
         writer.finish()
     writer.close()
     assert target.getvalue() == compression.GZIP_HEADER + b"\x00"
+    compressor.close()
     with pytest.raises(RuntimeError, match="shutdown"):
-        writer._pool.submit(bytes)
+        compressor.writer(io.BytesIO()).write(bytes(BLOCK_BYTES))
+
+
+@pytest.mark.parametrize("kind", COMPRESSED)
+def test_the_files_of_an_export_share_threads_and_buffers(kind: Compression) -> None:
+    files = [text(2 * BLOCK_BYTES + size) for size in (1, 700_000, 1_500_000)]
+    with Compressor(kind, workers=2) as compressor:
+        stored = [compress(data, kind, chunk=999_999, compressor=compressor) for data in files]
+        buffers = {id(buffer) for buffer in compressor._buffers} if kind is Compression.GZIP else set()
+        assert len(buffers) <= 3  # one block per thread and the one being filled, made once
+    assert [streams_in(data, kind) for data in stored] == [[data] for data in files]
 
 
 def test_a_zstd_file_closed_unfinished_is_left_without_its_end() -> None:
     target = io.BytesIO()
-    with compressed(target, Compression.ZSTD) as writer:
+    with Compressor(Compression.ZSTD) as compressor, compressor.writer(target) as writer:
         writer.write(text(3 * BLOCK_BYTES))
     reading = zstandard.ZstdDecompressor().decompressobj()
     reading.decompress(target.getvalue())

@@ -69,8 +69,8 @@ def test_parts_hold_exact_rows_and_each_is_written_before_the_next_begins(
         assert ids == list(range(number * per_file, min(rows, (number + 1) * per_file)))
         written.append(number)
 
-    with RowSource(relation, counted.append) as source:
-        Sink(export_format, Compression.NONE, CsvOptions()).parts(source, len(parts), per_file, open_part, part_written)
+    with RowSource(relation, counted.append) as source, Sink(export_format, Compression.NONE, CsvOptions()) as sink:
+        sink.parts(source, len(parts), per_file, open_part, part_written)
     assert written == list(range(len(parts)))
     assert counted == sorted(counted) and counted[-1] == rows  # a running total, batch by batch
 
@@ -91,13 +91,13 @@ def test_parts_come_to_about_max_bytes_as_stored(export_format: ExportFormat, co
         f"SELECT i AS id, hash(i) % 100000 AS amount, 'customer ' || (hash(i) % 5000) AS customer, "
         f"TIMESTAMPTZ '2024-01-01' + to_seconds(i) AS created_at FROM range({rows}) t(i)"
     )
-    sink = Sink(export_format, compression, CsvOptions())
-    with RowSource(relation.limit(SIZE_SAMPLE_ROWS)) as sample:
-        per_file = rows_per_file(None, target, sample.frame(), SIZE_SAMPLE_ROWS, sink)
-    assert per_file is not None
-    parts = [Part() for _ in range(-(-rows // per_file))]
-    with RowSource(relation) as source:
-        sink.parts(source, len(parts), per_file, lambda number: Handle(parts[number]), lambda _number: None)
+    with Sink(export_format, compression, CsvOptions()) as sink:
+        with RowSource(relation.limit(SIZE_SAMPLE_ROWS)) as sample:
+            per_file = rows_per_file(None, target, sample.frame(), SIZE_SAMPLE_ROWS, sink)
+        assert per_file is not None
+        parts = [Part() for _ in range(-(-rows // per_file))]
+        with RowSource(relation) as source:
+            sink.parts(source, len(parts), per_file, lambda number: Handle(parts[number]), lambda _number: None)
     sizes = [len(part.data) for part in parts]
     assert len(sizes) >= 3 and sum(READERS[export_format](io.BytesIO(p.data)).height for p in parts) == rows
     assert all(0.75 * target <= size <= 1.1 * target for size in sizes[:-1]), sizes

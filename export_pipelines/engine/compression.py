@@ -12,7 +12,7 @@ import io
 import os
 import struct
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import IO, Any
 
 import zstandard
@@ -36,14 +36,43 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def compressed(target: IO[bytes], compression: Compression) -> "GzipWriter | ZstdWriter":
-    """A write-only file that compresses into `target` on every core; `finish()` ends the
-    stream, closing without it drops what is pending (a failed write)."""
-    if compression is Compression.GZIP:
-        return GzipWriter(target)
-    if compression is Compression.ZSTD:
-        return ZstdWriter(target)
-    raise ValueError(f"{compression} is not compressed here")
+class Compressor:
+    """Compresses the files of one export, one after the other (`writer(target)` for each), on
+    threads and buffers made once for all of them: memory does not grow with the number of files.
+    Close it when the export is written."""
+
+    def __init__(self, compression: Compression, workers: int | None = None):
+        self._workers = workers or available_cores()
+        self._pool: ThreadPoolExecutor | None = None
+        self._zstd: zstandard.ZstdCompressor | None = None
+        if compression is Compression.GZIP:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="gzip")
+            self._buffers: list[bytearray] = []  # gzip blocks, filled again file after file
+        elif compression is Compression.ZSTD:
+            parameters = zstandard.ZstdCompressionParameters.from_level(
+                ZSTD_LEVEL, threads=self._workers, job_size=BLOCK_BYTES
+            )
+            self._zstd = zstandard.ZstdCompressor(compression_params=parameters)
+        else:
+            raise ValueError(f"{compression} is not compressed here")
+
+    def writer(self, target: IO[bytes]) -> "GzipWriter | ZstdWriter":
+        """A write-only file that compresses into `target`; `finish()` ends the stream, closing
+        without it drops what is pending (a failed write)."""
+        if self._pool is not None:
+            return GzipWriter(target, self._pool, self._workers, self._buffers)
+        assert self._zstd is not None
+        return ZstdWriter(target, self._zstd)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> "Compressor":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _deflate(block: memoryview, dictionary: bytes) -> tuple[bytes, int]:
@@ -55,20 +84,17 @@ def _deflate(block: memoryview, dictionary: bytes) -> tuple[bytes, int]:
 
 
 class GzipWriter(io.RawIOBase):
-    """One gzip member, its blocks deflated on `workers` threads (zlib-ng lets go of the GIL while
-    it works): at most `workers` blocks are deflated at once, each written to `target` as soon as
-    it and the blocks before it are done. The block buffers (`workers` + 1) are made once and
-    filled again, so that no freed block is left to the allocator of a thread. `target` is never
-    closed here."""
+    """One gzip member, its blocks deflated on `pool`'s `workers` threads (zlib-ng lets go of the
+    GIL while it works): at most `workers` blocks are deflated at once, each written to `target` as
+    soon as it and the blocks before it are done. Block buffers are taken from `buffers` (or made)
+    and given back there when their block is written, to be filled again rather than left to the
+    allocator of a thread. `target` is never closed here."""
 
-    def __init__(self, target: IO[bytes], workers: int | None = None):
+    def __init__(self, target: IO[bytes], pool: ThreadPoolExecutor, workers: int, buffers: list[bytearray]):
         super().__init__()
-        self._target = target
-        self._workers = workers or available_cores()
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="gzip")
+        self._target, self._pool, self._workers, self._buffers = target, pool, workers, buffers
         self._pending: deque[tuple[Future[tuple[bytes, int]], bytearray, int]] = deque()  # in order
-        self._free: list[bytearray] = []
-        self._block, self._filled = bytearray(BLOCK_BYTES), 0
+        self._block, self._filled = self._buffer(), 0
         self._dictionary = b""  # the text just before the block being filled
         self._started = False  # the header is written
         self._crc, self._size = 0, 0  # of the text written to `target` so far
@@ -94,7 +120,10 @@ class GzipWriter(io.RawIOBase):
         self._pending.append((self._pool.submit(_deflate, text, self._dictionary), block, filled))
         self._dictionary = bytes(text[-DEFLATE_WINDOW:])
         self._write_done(most_pending=self._workers)
-        self._block, self._filled = self._free.pop() if self._free else bytearray(BLOCK_BYTES), 0
+        self._block, self._filled = self._buffer(), 0
+
+    def _buffer(self) -> bytearray:
+        return self._buffers.pop() if self._buffers else bytearray(BLOCK_BYTES)
 
     def _write_done(self, most_pending: int) -> None:
         """Write the deflated blocks that are done, in order, and wait for more until at most
@@ -104,7 +133,7 @@ class GzipWriter(io.RawIOBase):
             deflated, crc = future.result()
             self._write(deflated)
             self._crc, self._size = zlib_ng.crc32_combine(self._crc, crc, filled), self._size + filled
-            self._free.append(block)
+            self._buffers.append(block)
 
     def _write(self, data: bytes) -> None:
         if not self._started:
@@ -123,24 +152,23 @@ class GzipWriter(io.RawIOBase):
         self.close()
 
     def close(self) -> None:
-        if not self.closed:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if not self.closed:  # blocks still pending (a failed write) are dropped once no thread reads them
+            for future, _, _ in self._pending:
+                future.cancel()
+            wait([future for future, _, _ in self._pending])
+            self._buffers.extend(block for _, block, _ in self._pending)
             self._pending.clear()
-            self._free.clear()
+            self._buffers.append(self._block)
         super().close()
 
 
 class ZstdWriter(io.RawIOBase):
-    """One zstd frame, compressed by `workers` of zstd's own threads in jobs of BLOCK_BYTES.
-    `target` is never closed here."""
+    """One zstd frame, compressed by `compressor` (with its own threads). `target` is never
+    closed here."""
 
-    def __init__(self, target: IO[bytes], workers: int | None = None):
+    def __init__(self, target: IO[bytes], compressor: zstandard.ZstdCompressor):
         super().__init__()
-        parameters = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, threads=workers or available_cores(), job_size=BLOCK_BYTES
-        )
-        compressor = zstandard.ZstdCompressor(compression_params=parameters)
-        self._stream: Any = compressor.stream_writer(target, closefd=False)
+        self._stream: Any = compressor.stream_writer(target, closefd=False)  # a new frame
 
     def writable(self) -> bool:
         return True

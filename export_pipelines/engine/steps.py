@@ -328,28 +328,28 @@ def _stream(
             return RowSource(rows, counted, lambda batch: prepare_csv_batch(batch, csv_options))
         return RowSource(rows, counted)
 
-    sink = Sink(export.format, export.compression, csv_options)
-    per_file = max_rows_per_file
-    if max_bytes_per_file is not None:
-        with source_of(relation.limit(SIZE_SAMPLE_ROWS), lambda _rows: None) as sample:
-            sampled_rows = min(row_count, SIZE_SAMPLE_ROWS)
-            per_file = rows_per_file(max_rows_per_file, max_bytes_per_file, sample.frame(), sampled_rows, sink)
-    names = names_for(per_file)
-    buffers = PartBuffers(parts_in_flight)
-    with ThreadPoolExecutor(parts_in_flight, thread_name_prefix="s3-upload") as pool:
-        objects = PartObjects(
-            [S3UploadWriter(client, bucket, export.key_prefix + name, pool, buffers, should_stop) for name in names]
-        )
-        try:
-            with source_of(relation, on_rows) as source:
-                sink.parts(source, len(names), per_file, objects.open, objects.written)
-            objects.complete()
-        except BaseException as failure:
+    with Sink(export.format, export.compression, csv_options) as sink:
+        per_file = max_rows_per_file
+        if max_bytes_per_file is not None:
+            with source_of(relation.limit(SIZE_SAMPLE_ROWS), lambda _rows: None) as sample:
+                sampled_rows = min(row_count, SIZE_SAMPLE_ROWS)
+                per_file = rows_per_file(max_rows_per_file, max_bytes_per_file, sample.frame(), sampled_rows, sink)
+        names = names_for(per_file)
+        buffers = PartBuffers(parts_in_flight)
+        with ThreadPoolExecutor(parts_in_flight, thread_name_prefix="s3-upload") as pool:
+            objects = PartObjects(
+                [S3UploadWriter(client, bucket, export.key_prefix + name, pool, buffers, should_stop) for name in names]
+            )
             try:
-                objects.abort(client, bucket)
-            except Exception as cleanup:  # S3 failing here too: the cause stays the failure's own
-                failure.add_note(f"removing the export's objects failed too ({type(cleanup).__name__}: {cleanup})")
-            raise
+                with source_of(relation, on_rows) as source:
+                    sink.parts(source, len(names), per_file, objects.open, objects.written)
+                objects.complete()
+            except BaseException as failure:
+                try:
+                    objects.abort(client, bucket)
+                except Exception as cleanup:  # S3 failing here too: the cause stays the failure's own
+                    failure.add_note(f"removing the export's objects failed too ({type(cleanup).__name__}: {cleanup})")
+                raise
     return [writer.uploaded(rows_in_part(part, row_count, per_file)) for part, writer in enumerate(objects.writers)]
 
 

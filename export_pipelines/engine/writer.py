@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import polars as pl
 
-from export_pipelines.engine.compression import compressed
+from export_pipelines.engine.compression import Compressor
 from export_pipelines.engine.request import Compression, CsvOptions, ExportFormat
 from export_pipelines.engine.row_source import RowSource
 
@@ -62,10 +62,24 @@ def rows_in_part(part: int, total_rows: int, max_rows_per_file: int | None) -> i
 
 
 class Sink:
-    """Writes a lazy frame into a file, or into parts, in one format and compression."""
+    """Writes lazy frames into files, or into parts, in one format and compression, one file after
+    the other (the compression's threads and buffers serve them all). Close it when done."""
 
     def __init__(self, export_format: ExportFormat, compression: Compression, csv_options: CsvOptions):
         self.export_format, self.compression, self.csv_options = export_format, compression, csv_options
+        text_compressed = export_format is not ExportFormat.PARQUET and compression is not Compression.NONE
+        self._compressor = Compressor(compression) if text_compressed else None
+
+    def close(self) -> None:
+        """Stop the compression threads."""
+        if self._compressor is not None:
+            self._compressor.close()
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def parts(
         self,
@@ -92,10 +106,10 @@ class Sink:
                     compression=PARQUET_CODECS[self.compression],
                     row_group_size=PARQUET_ROW_GROUP_ROWS[self.compression],
                 )
-            elif self.compression is Compression.NONE:
+            elif self._compressor is None:
                 self._sink_text(frame, target)
             else:
-                with compressed(target, self.compression) as compressing:
+                with self._compressor.writer(target) as compressing:
                     self._sink_text(frame, compressing)
                     compressing.finish()
 
