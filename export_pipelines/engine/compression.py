@@ -44,10 +44,10 @@ class Compressor:
     def __init__(self, compression: Compression, workers: int | None = None):
         self._workers = workers or available_cores()
         self._pool: ThreadPoolExecutor | None = None
+        self._buffers: list[bytearray] = []  # gzip blocks, filled again file after file
         self._zstd: zstandard.ZstdCompressor | None = None
         if compression is Compression.GZIP:
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="gzip")
-            self._buffers: list[bytearray] = []  # gzip blocks, filled again file after file
         elif compression is Compression.ZSTD:
             parameters = zstandard.ZstdCompressionParameters.from_level(
                 ZSTD_LEVEL, threads=self._workers, job_size=BLOCK_BYTES
