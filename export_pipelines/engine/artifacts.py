@@ -24,6 +24,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr, field_validator
 
+from export_pipelines.engine.block_filling import BlockFillingWriter
 from export_pipelines.engine.part_buffers import PartBuffers
 from export_pipelines.engine.request import InvalidRequest
 from export_pipelines.settings import env, int_env, optional_env
@@ -184,7 +185,7 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-class S3UploadWriter(io.RawIOBase):
+class S3UploadWriter(BlockFillingWriter):
     """A write-only file that streams into one S3 object while it is written.
 
     Bytes go into a part buffer taken from the export's `PartBuffers`; every full part goes to a
@@ -212,34 +213,18 @@ class S3UploadWriter(io.RawIOBase):
         self.client, self.bucket, self.key = client, bucket, key
         self._should_stop = should_stop
         self._pool, self._buffers = pool, buffers
-        self._part: bytearray | None = None  # the part being filled, taken from `buffers`
-        self._filled = 0
         self._sha256 = hashlib.sha256()
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
         self._parts: list[Future] = []
         self._part_digests: list[bytes] = []
         self._upload_id: str | None = None
-        self.bytes = 0
         self.finished = False
 
-    def writable(self) -> bool:
-        return True
+    def _next_buffer(self) -> bytearray:
+        return self._buffers.take(part_size(len(self._parts)))
 
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        written = len(view)
-        while view:
-            if self._part is None:
-                self._part, self._filled = self._buffers.take(part_size(len(self._parts))), 0
-            count = min(len(view), len(self._part) - self._filled)
-            self._part[self._filled : self._filled + count] = view[:count]
-            self._filled += count
-            view = view[count:]
-            if self._filled == len(self._part):
-                part, self._part = self._part, None
-                self._send_part(part, part)
-        self.bytes += written
-        return written
+    def _full(self, buffer: bytearray) -> None:
+        self._send_part(buffer, buffer)
 
     def _send_part(self, body: bytes | bytearray, buffer: bytearray | None) -> None:
         """Upload `body` as the next part; `buffer`, the part buffer holding it if any, is
@@ -304,10 +289,10 @@ class S3UploadWriter(io.RawIOBase):
             # object. Sent from its buffer cut to its bytes instead, it saved the copy (5-8 MiB at
             # an export's very end) but every object took a new buffer: a 20M-row export in 20
             # objects grew 27 MiB more.
-            tail = b"" if self._part is None else bytes(memoryview(self._part)[: self._filled])
-            if self._part is not None:
-                self._buffers.recycle(self._part)
-                self._part = None
+            tail = b"" if self._buffer is None else bytes(memoryview(self._buffer)[: self._filled])
+            if self._buffer is not None:
+                self._buffers.recycle(self._buffer)
+                self._buffer = None
             if self._upload_id is None:
                 self._sha256.update(tail)
                 try:
@@ -339,9 +324,9 @@ class S3UploadWriter(io.RawIOBase):
             future.cancel()
         wait(self._parts)
         self._hasher.shutdown(cancel_futures=True)
-        if self._part is not None:  # taken, not yet full
+        if self._buffer is not None:  # taken, not yet full
             self._buffers.release()
-            self._part = None
+            self._buffer = None
         if self._upload_id is not None and not self.finished:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
         super().close()

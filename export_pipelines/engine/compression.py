@@ -18,6 +18,7 @@ from typing import IO, Any
 import zstandard
 from zlib_ng import zlib_ng
 
+from export_pipelines.engine.block_filling import BlockFillingWriter
 from export_pipelines.engine.request import Compression
 
 # Blocks of 2 MiB: writing 1M rows on 2 cores was as fast as with 4 MiB blocks (which held 6 MiB
@@ -83,7 +84,7 @@ def _deflate(block: memoryview, dictionary: bytes) -> tuple[bytes, int]:
     return compressor.compress(block) + compressor.flush(zlib_ng.Z_SYNC_FLUSH), zlib_ng.crc32(block)
 
 
-class GzipWriter(io.RawIOBase):
+class GzipWriter(BlockFillingWriter):
     """One gzip member, its blocks deflated on `pool`'s `workers` threads (zlib-ng lets go of the
     GIL while it works): at most `workers` blocks are deflated at once, each written to `target` as
     soon as it and the blocks before it are done. Block buffers are taken from `buffers` (or made)
@@ -94,36 +95,21 @@ class GzipWriter(io.RawIOBase):
         super().__init__()
         self._target, self._pool, self._workers, self._buffers = target, pool, workers, buffers
         self._pending: deque[tuple[Future[tuple[bytes, int]], bytearray, int]] = deque()  # in order
-        self._block, self._filled = self._buffer(), 0
         self._dictionary = b""  # the text just before the block being filled
         self._started = False  # the header is written
         self._crc, self._size = 0, 0  # of the text written to `target` so far
 
-    def writable(self) -> bool:
-        return True
+    def _next_buffer(self) -> bytearray:
+        return self._buffers.pop() if self._buffers else bytearray(BLOCK_BYTES)
 
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        written = len(view)
-        while view:
-            count = min(len(view), BLOCK_BYTES - self._filled)
-            self._block[self._filled : self._filled + count] = view[:count]
-            self._filled += count
-            view = view[count:]
-            if self._filled == BLOCK_BYTES:
-                self._submit()
-        return written
+    def _full(self, buffer: bytearray) -> None:
+        self._submit(buffer, len(buffer))
 
-    def _submit(self) -> None:
-        block, filled = self._block, self._filled
+    def _submit(self, block: bytearray, filled: int) -> None:
         text = memoryview(block)[:filled]
         self._pending.append((self._pool.submit(_deflate, text, self._dictionary), block, filled))
         self._dictionary = bytes(text[-DEFLATE_WINDOW:])
         self._write_done(most_pending=self._workers)
-        self._block, self._filled = self._buffer(), 0
-
-    def _buffer(self) -> bytearray:
-        return self._buffers.pop() if self._buffers else bytearray(BLOCK_BYTES)
 
     def _write_done(self, most_pending: int) -> None:
         """Write the deflated blocks that are done, in order, and wait for more until at most
@@ -144,8 +130,9 @@ class GzipWriter(io.RawIOBase):
     def finish(self) -> None:
         """Deflate and write what is left, end the stream (an empty last block, the CRC-32 and
         the size), then close."""
-        if self._filled:
-            self._submit()
+        if self._buffer is not None:
+            block, self._buffer = self._buffer, None
+            self._submit(block, self._filled)
         self._write_done(most_pending=0)
         self._write(zlib_ng.compressobj(GZIP_LEVEL, zlib_ng.DEFLATED, RAW_DEFLATE).flush())
         self._target.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
@@ -158,7 +145,9 @@ class GzipWriter(io.RawIOBase):
             wait([future for future, _, _ in self._pending])
             self._buffers.extend(block for _, block, _ in self._pending)
             self._pending.clear()
-            self._buffers.append(self._block)
+            if self._buffer is not None:
+                self._buffers.append(self._buffer)
+                self._buffer = None
         super().close()
 
 
