@@ -96,8 +96,8 @@ class GzipWriter(BlockFillingWriter):
         self._target, self._pool, self._workers, self._buffers = target, pool, workers, buffers
         self._pending: deque[tuple[Future[tuple[bytes, int]], bytearray, int]] = deque()  # in order
         self._dictionary = b""  # the text just before the block being filled
-        self._started = False  # the header is written
-        self._crc, self._size = 0, 0  # of the text written to `target` so far
+        self._crc = 0  # of the text written to `target` so far
+        target.write(GZIP_HEADER)
 
     def _next_buffer(self) -> bytearray:
         return self._buffers.pop() if self._buffers else bytearray(BLOCK_BYTES)
@@ -117,15 +117,9 @@ class GzipWriter(BlockFillingWriter):
         while self._pending and (len(self._pending) > most_pending or self._pending[0][0].done()):
             future, block, filled = self._pending.popleft()
             deflated, crc = future.result()
-            self._write(deflated)
-            self._crc, self._size = zlib_ng.crc32_combine(self._crc, crc, filled), self._size + filled
+            self._target.write(deflated)
+            self._crc = zlib_ng.crc32_combine(self._crc, crc, filled)
             self._buffers.append(block)
-
-    def _write(self, data: bytes) -> None:
-        if not self._started:
-            self._target.write(GZIP_HEADER)
-            self._started = True
-        self._target.write(data)
 
     def finish(self) -> None:
         """Deflate and write what is left, end the stream (an empty last block, the CRC-32 and
@@ -134,8 +128,8 @@ class GzipWriter(BlockFillingWriter):
             block, self._buffer = self._buffer, None
             self._submit(block, self._filled)
         self._write_done(most_pending=0)
-        self._write(zlib_ng.compressobj(GZIP_LEVEL, zlib_ng.DEFLATED, RAW_DEFLATE).flush())
-        self._target.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        self._target.write(zlib_ng.compressobj(GZIP_LEVEL, zlib_ng.DEFLATED, RAW_DEFLATE).flush())
+        self._target.write(struct.pack("<II", self._crc, self.bytes & 0xFFFFFFFF))
         self.close()
 
     def close(self) -> None:
