@@ -10,6 +10,7 @@ from export_pipelines.orchestration.cache_refresh import (
 )
 from export_pipelines.orchestration.expiry import expire_exports_job, expire_exports_schedule
 from export_pipelines.orchestration.jobs import export_job
+from export_pipelines.orchestration.launch_recovery import interrupted_launch_sensor
 from export_pipelines.orchestration.resources import default_resources
 from export_pipelines.orchestration.sensors import (
     export_cancel_sensor,
@@ -29,6 +30,7 @@ defs = dg.Definitions(
         export_reconciliation_sensor,
         cache_refresh_sensor,
         cache_refresh_failure_sensor,
+        interrupted_launch_sensor,
     ],
     resources=default_resources(),
 )

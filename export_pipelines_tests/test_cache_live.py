@@ -6,7 +6,8 @@ its code server, its whole process group) at the most awkward moment: right afte
 refresh was created, before the sensor's tick could record it. That happens for the entry's first
 refresh and for two points of its every-minute schedule; each time the daemon is started again.
 Every due refresh ends with exactly one run, and every run succeeded (the entry's version counts
-them). The embedded setup of `make dev`: SQLite storage, the broker on local disk, the demo catalog."""
+them), a run whose launch the kill cut short too (sent to the workers again, not failed by run
+monitoring). The embedded setup of `make dev`: SQLite storage, the broker on local disk, the demo catalog."""
 
 import contextlib
 import os

@@ -41,6 +41,7 @@ def test_sensors_are_on_by_default() -> None:
         "export_reconciliation_sensor",
         "cache_refresh_sensor",
         "cache_refresh_failure_sensor",
+        "interrupted_launch_sensor",
     }
     assert all(sensor.default_status == dg.DefaultSensorStatus.RUNNING for sensor in names.values())
 

@@ -95,7 +95,11 @@ def celery_app() -> Celery:
 
 class ExportRunLauncher(CeleryRunLauncher):
     """dagster-celery's run launcher on the service's settings (`EXPORTS_BROKER_URL`). A cancelled
-    run ends CANCELED, with its step's cleanup, instead of being killed and ending FAILURE."""
+    run ends CANCELED, with its step's cleanup, instead of being killed and ending FAILURE.
+
+    A run's Celery task id is the run id, so the task of a run is known even when the launch was
+    cut short before the run was tagged with it, and a run sent again (see `launch_recovery`) is
+    still one task: a second copy finds the run under way and Dagster ignores it."""
 
     def __init__(self, inst_data: Any = None, **_config: Any):
         settings = CelerySettings.from_environment()
@@ -112,13 +116,17 @@ class ExportRunLauncher(CeleryRunLauncher):
     def config_type(cls) -> dict:
         return {}
 
+    def _launch_celery_task_run(self, run: dg.DagsterRun, task_signature: Any, routing_key: str) -> None:
+        super()._launch_celery_task_run(run, task_signature.set(task_id=run.run_id), routing_key)
+
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         """Celery's task state, and for a STARTED task whether its worker still answers: when a worker's
         whole host dies, nothing records the task's end and its state stays STARTED for ever."""
-        health = super().check_run_worker_health(run)
+        task_id = task_id_of(run)
+        health = super().check_run_worker_health(run.with_tags({**run.tags, DAGSTER_CELERY_TASK_ID_TAG: task_id}))
         if health.status != WorkerStatus.RUNNING:
             return health
-        started = self.celery.AsyncResult(run.tags[DAGSTER_CELERY_TASK_ID_TAG]).info
+        started = self.celery.AsyncResult(task_id).info
         worker = started.get("hostname") if isinstance(started, dict) else None
         silent = self._silent_for(worker) if worker else 0.0
         if silent < WORKER_SILENT_SECONDS:
@@ -144,10 +152,14 @@ class ExportRunLauncher(CeleryRunLauncher):
         if run is None or run.is_finished:
             return False
         self._instance.report_run_canceling(run)
-        task_id = run.tags.get("dagster-celery/task_id")
-        if task_id is not None:
-            self.celery.control.revoke(task_id)  # a run still waiting in the queue never starts
+        self.celery.control.revoke(task_id_of(run))  # a run still waiting in the queue never starts
         return True
+
+
+def task_id_of(run: dg.DagsterRun) -> str:
+    """The Celery task that executes `run`: the run id, or the id its tag names for a run launched
+    before task ids were run ids."""
+    return run.tags.get(DAGSTER_CELERY_TASK_ID_TAG, run.run_id)
 
 
 class CancelWatch:

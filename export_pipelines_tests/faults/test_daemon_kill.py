@@ -1,6 +1,10 @@
 """The daemon SIGKILLed at random moments of a drain of table requests, alone and with its whole process
 group (its code server), and started again each time: every request ends SUCCEEDED within the bound,
-with exactly one successful run, one file and one manifest; no export is left RUNNING."""
+with exactly one successful run, one file and one manifest; no export is left RUNNING.
+
+Then the kill at the most awkward moment of a launch, made certain: the daemon stopped after marking a
+run STARTING, before the run's task reached the broker. The next daemon sends it to the workers again:
+the same run succeeds, the export at its first attempt (no run lost, none failed by run monitoring)."""
 
 import os
 import random
@@ -11,10 +15,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
+from dagster._core.events import DagsterEvent, DagsterEventType
 
+from export_pipelines.orchestration.launch_recovery import RELAUNCH_MESSAGE
 from export_pipelines_tests.conftest import wait_for
 from export_pipelines_tests.faults.soak import scaled
-from export_pipelines_tests.faults.stack import Stack
+from export_pipelines_tests.faults.stack import MONITORING, Stack
 
 REQUESTS = scaled(300, 1500)
 KILLS = scaled(4, 12)
@@ -70,3 +77,41 @@ def test_a_drain_survives_the_daemon_killed_again_and_again(tmp_path: Path, s3_s
     objects = stack.objects()
     assert len(objects) == 2 * REQUESTS, "one file and one manifest per export, nothing more"
     assert {key.split("/")[2] for key in objects} == set(ids)
+
+
+def test_a_run_whose_launch_was_cut_short_is_sent_again(tmp_path: Path, s3_server, demo_warehouse: Path) -> None:
+    # The product's start timeout: without the sending again, monitoring would fail the run after it.
+    stack = Stack(tmp_path, s3_server, demo_warehouse, {**MONITORING, "start_timeout_seconds": 180})
+    instance_yaml = tmp_path / "dagster_home" / "dagster.yaml"
+    shipped = instance_yaml.read_text()
+    paused = yaml.safe_load(shipped)
+    paused["run_coordinator"]["config"]["max_concurrent_runs"] = 0  # the queue holds every run
+    instance_yaml.write_text(yaml.safe_dump(paused))
+    (export_id,) = stack.insert([{"source": {"table": "payment.invoices"}, "limit": 50}])
+    first_attempt = stack.store.get(export_id)["attempt"]
+    with stack.instance() as instance:
+
+        def runs() -> list[dg.DagsterRun]:
+            return instance.get_runs(dg.RunsFilter(tags={"export_id": export_id}))
+
+        with stack.daemon("daemon-paused") as daemon:
+            wait_for(lambda: [run.status for run in runs()] == [dg.DagsterRunStatus.QUEUED], "the run queued", 120)
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        # What the daemon does first when it takes a run from the queue; killed right after.
+        (run,) = runs()
+        instance.report_dagster_event(
+            DagsterEvent(DagsterEventType.PIPELINE_STARTING.value, job_name=run.job_name), run_id=run.run_id
+        )
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTING
+        instance_yaml.write_text(shipped)
+
+        with stack.worker("worker"), stack.daemon("daemon-again"):
+            wait_for(lambda: stack.store.get(export_id)["status"] in FINAL, "the export to end", 120)
+            (finished,) = stack.finished_runs(instance)
+        record = stack.store.get(export_id)
+        assert record["status"] == "SUCCEEDED", record["error"]
+        assert (record["attempt"], record["lost_runs"], record["run_id"]) == (first_attempt, 0, run.run_id)
+        assert finished.run_id == run.run_id and finished.status == dg.DagsterRunStatus.SUCCESS
+        assert RELAUNCH_MESSAGE in [entry.message for entry in instance.all_logs(run.run_id)]
+        assert len(stack.objects()) == 2, "one file and one manifest"
