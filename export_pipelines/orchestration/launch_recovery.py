@@ -7,7 +7,9 @@ sends such a run to the workers again.
 A run is taken for cut short when it has been STARTING for `LAUNCH_GRACE` without the tag. A daemon
 killed after handing over the task but before the tag leaves the same mark; its run is then sent
 twice under one task id (the run id, see `ExportRunLauncher`), and the second copy finds the run
-under way or finished, which Dagster's run worker ignores.
+under way or finished, which Dagster's run worker ignores. Only two copies taken by two idle workers
+at the same instant would both find it STARTING and both run it: that needs the first still in the
+broker `LAUNCH_GRACE` after such a kill.
 """
 
 from datetime import UTC, datetime, timedelta

@@ -2,9 +2,10 @@
 group (its code server), and started again each time: every request ends SUCCEEDED within the bound,
 with exactly one successful run, one file and one manifest; no export is left RUNNING.
 
-Then the kill at the most awkward moment of a launch, made certain: the daemon stopped after marking a
-run STARTING, before the run's task reached the broker. The next daemon sends it to the workers again:
-the same run succeeds, the export at its first attempt (no run lost, none failed by run monitoring)."""
+Then the kill at the most awkward moments of a launch, made certain: the daemon stopped after marking a
+run STARTING, before the run's task reached the broker, or after, before it tagged the run with the
+task. The next daemon sends it to the workers again: the same run succeeds once, the export at its
+first attempt (no run lost, none failed by run monitoring); a second copy of the task is ignored."""
 
 import os
 import random
@@ -12,11 +13,14 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import pytest
 import yaml
 from dagster._core.events import DagsterEvent, DagsterEventType
+from dagster._core.launcher import LaunchRunContext
+from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 
 from export_pipelines.orchestration.launch_recovery import RELAUNCH_MESSAGE
 from export_pipelines_tests.conftest import wait_for
@@ -79,7 +83,10 @@ def test_a_drain_survives_the_daemon_killed_again_and_again(tmp_path: Path, s3_s
     assert {key.split("/")[2] for key in objects} == set(ids)
 
 
-def test_a_run_whose_launch_was_cut_short_is_sent_again(tmp_path: Path, s3_server, demo_warehouse: Path) -> None:
+@pytest.mark.parametrize("task_sent", [False, True], ids=["before-the-send", "between-the-send-and-the-tag"])
+def test_a_run_whose_launch_was_cut_short_runs_once(
+    tmp_path: Path, s3_server, demo_warehouse: Path, task_sent: bool
+) -> None:
     # The product's start timeout: without the sending again, monitoring would fail the run after it.
     stack = Stack(tmp_path, s3_server, demo_warehouse, {**MONITORING, "start_timeout_seconds": 180})
     instance_yaml = tmp_path / "dagster_home" / "dagster.yaml"
@@ -94,24 +101,37 @@ def test_a_run_whose_launch_was_cut_short_is_sent_again(tmp_path: Path, s3_serve
         def runs() -> list[dg.DagsterRun]:
             return instance.get_runs(dg.RunsFilter(tags={"export_id": export_id}))
 
+        def run_log() -> list[str]:
+            return [entry.message for entry in instance.all_logs(run.run_id)]
+
         with stack.daemon("daemon-paused") as daemon:
             wait_for(lambda: [run.status for run in runs()] == [dg.DagsterRunStatus.QUEUED], "the run queued", 120)
             os.killpg(daemon.pid, signal.SIGKILL)
             daemon.wait()
-        # What the daemon does first when it takes a run from the queue; killed right after.
+        # What the daemon does when it takes a run from the queue, up to where it was killed.
         (run,) = runs()
         instance.report_dagster_event(
             DagsterEvent(DagsterEventType.PIPELINE_STARTING.value, job_name=run.job_name), run_id=run.run_id
         )
-        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTING
+        if task_sent:
+            with mock.patch.object(instance, "add_run_tags"):  # killed before it could tag the run
+                instance.run_launcher.launch_run(LaunchRunContext(instance.get_run_by_id(run.run_id), None))
+        started = instance.get_run_by_id(run.run_id)
+        assert started.status == dg.DagsterRunStatus.STARTING and DAGSTER_CELERY_TASK_ID_TAG not in started.tags
         instance_yaml.write_text(shipped)
 
-        with stack.worker("worker"), stack.daemon("daemon-again"):
-            wait_for(lambda: stack.store.get(export_id)["status"] in FINAL, "the export to end", 120)
-            (finished,) = stack.finished_runs(instance)
+        with stack.daemon("daemon-again"):
+            if task_sent:  # both copies wait in the broker before a worker takes the first
+                wait_for(lambda: RELAUNCH_MESSAGE in run_log(), "the run sent again", 120)
+            with stack.worker("worker", concurrency=1):
+                wait_for(lambda: stack.store.get(export_id)["status"] in FINAL, "the export to end", 120)
+                (finished,) = stack.finished_runs(instance)
+                wait_for(lambda: stack.log("worker").count("] received") == 1 + task_sent, "every copy taken")
+                wait_for(lambda: stack.log("worker").count("] succeeded") == 1 + task_sent, "every copy done")
         record = stack.store.get(export_id)
         assert record["status"] == "SUCCEEDED", record["error"]
         assert (record["attempt"], record["lost_runs"], record["run_id"]) == (first_attempt, 0, run.run_id)
         assert finished.run_id == run.run_id and finished.status == dg.DagsterRunStatus.SUCCESS
-        assert RELAUNCH_MESSAGE in [entry.message for entry in instance.all_logs(run.run_id)]
+        assert RELAUNCH_MESSAGE in run_log()
+        assert ("Ignoring a run worker that started after the run had already finished." in run_log()) is task_sent
         assert len(stack.objects()) == 2, "one file and one manifest"
