@@ -1,7 +1,8 @@
 """A run whose launch was cut short (STARTING, its task never handed to the broker, as a daemon killed
 mid-launch leaves it) is sent to the workers again, once, under its own run id as task id; a run
-still within the grace of its launch and a run that reached the broker are left alone. Checked on
-the broker of the embedded default: the message files it holds."""
+still within the grace of its launch and a run that reached the broker are left alone; run monitoring
+reads the state of a run's task even when the run was never tagged with it. Checked on the broker of
+the embedded default: the message files it holds."""
 
 import json
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType
-from dagster._core.launcher import LaunchRunContext
+from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
 from dagster._core.test_utils import create_run_for_test
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 
@@ -97,3 +98,11 @@ def test_a_run_that_reached_the_broker_is_not_sent_twice(instance: dg.DagsterIns
     assert _tasks_in(broker) == [run.run_id]  # the task id is the run id
     assert relaunch_interrupted(instance, datetime.now(UTC) + timedelta(seconds=1)) == []
     assert _tasks_in(broker) == [run.run_id]
+
+
+def test_run_monitoring_reads_the_task_of_a_run_that_was_never_tagged(instance: dg.DagsterInstance) -> None:
+    run = _starting_run(instance)  # a daemon killed after sending the task leaves it untagged too
+    launcher = instance.run_launcher
+    assert launcher.check_run_worker_health(run).status == WorkerStatus.UNKNOWN  # no state yet: PENDING
+    launcher.celery.backend.store_result(run.run_id, None, "FAILURE")
+    assert launcher.check_run_worker_health(run) == CheckRunHealthResult(WorkerStatus.FAILED, "Celery task failed.")
