@@ -5,15 +5,22 @@ and what the tests do with it: insert rows, wait on statuses, sign links, find a
 import contextlib
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
 import psutil
-from dagster._core.scheduler.instigation import InstigatorStatus
+from dagster._core.scheduler.instigation import (
+    InstigatorState,
+    InstigatorStatus,
+    InstigatorTick,
+    InstigatorType,
+    TickStatus,
+)
 
 from export_pipelines.deploy.demo_warehouse import build_demo_warehouse, create_charges
 from export_pipelines.deploy.dev import running_dev_deployment
@@ -68,16 +75,31 @@ class Deployment:
 
     @contextlib.contextmanager
     def sensor_stopped(self, name: str) -> Iterator[None]:
-        """The daemon's sensor `name` stopped for the duration, as the UI's toggle stops it, once a
-        tick it had under way has ended."""
+        """The daemon's sensor `name` stopped for the duration, as the UI's toggle stops it, once the
+        sensor daemon can no longer tick it.
+
+        The daemon reads which sensors run at the start of an iteration and then ticks them one
+        after another, so an iteration under way at the stop may still tick `name`. Two ticks of
+        another sensor after the stop mean a whole iteration began after it (a sensor ticks at most
+        once an iteration); then no tick of `name` may be left under way.
+        """
         with self.settings(), dg.DagsterInstance.get() as instance:
-            (state,) = [s for s in instance.all_instigator_state() if s.name == name]
+            states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            (state,) = [s for s in states if s.name == name]
+            stopped_at = time.time()
             instance.update_instigator_state(state.with_status(InstigatorStatus.STOPPED))
 
-            def no_tick_under_way() -> bool:
-                ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
-                return not ticks or ticks[0].status.value != "STARTED"
+            def ticks(of: InstigatorState, **kwargs: Any) -> Sequence[InstigatorTick]:
+                return instance.get_ticks(of.instigator_origin_id, of.selector_id, **kwargs)
 
+            def an_iteration_began_after_the_stop() -> bool:
+                return any(len(ticks(other, after=stopped_at, limit=2)) == 2 for other in states if other.name != name)
+
+            def no_tick_under_way() -> bool:
+                last = ticks(state, limit=1)
+                return not last or last[0].status != TickStatus.STARTED
+
+            wait_for(an_iteration_began_after_the_stop, "a sensor daemon iteration begun after the stop", 120)
             wait_for(no_tick_under_way, f"the last tick of {name} to end")
             try:
                 yield
