@@ -7,6 +7,7 @@ shutdown are covered.
 """
 
 import json
+import os
 import signal
 import subprocess
 import urllib.request
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from export_pipelines.deploy import readiness
-from export_pipelines.deploy.dev import dev_command
+from export_pipelines.deploy.dev import PROJECT_ROOT, dev_command
 from export_pipelines.deploy.local_s3 import free_ports
 from export_pipelines_tests.conftest import wait_for
 
@@ -73,6 +75,11 @@ def test_dev_command_serves_export_job_and_stops_cleanly(
         assert json.loads((tmp_path / "s3" / "keys.json").read_text())["access_key_id"]
         started = {child.pid for child in psutil.Process(dev.pid).children(recursive=True)}
         assert started
+        # The worker has a slot for every run the queue lets run at once: none waits in the broker.
+        at_once = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())["run_coordinator"]["config"]
+        worker = next(child for child in psutil.Process(dev.pid).children() if "worker" in child.cmdline())
+        slots = max(os.cpu_count() or 1, at_once["max_concurrent_runs"])
+        wait_for(lambda: len(worker.children()) == slots, f"the run worker's {slots} pool processes")
     finally:
         dev.send_signal(stop_signal)
         output, _ = dev.communicate(timeout=DEADLINE_SECONDS)

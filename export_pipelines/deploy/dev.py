@@ -40,6 +40,7 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     create_instance_storage(dagster_home)
+    slots = worker_slots(dagster_home)
     bucket = env("EXPORTS_BUCKET")
     with run_local_s3(data_dir / "s3", buckets=(bucket,)) as s3:
         environment = {
@@ -76,7 +77,7 @@ def run_dev(port: int, api_port: int, data_dir: Path) -> int:
         started = {
             "Dagster": start(command),
             "REST API": start([*CLI, "api", "--host", "127.0.0.1", "--port", str(api_port)]),
-            "run worker": start([*CLI, "worker", "--hostname", f"dev-{os.getpid()}@%h"]),
+            "run worker": start([*CLI, "worker", "--concurrency", str(slots), "--hostname", f"dev-{os.getpid()}@%h"]),
         }
         print(
             f"\nexport_pipelines is starting:\n"
@@ -113,6 +114,17 @@ def create_instance_storage(dagster_home: Path) -> None:
         instance.upgrade()
         instance.get_runs(limit=1)
         instance.all_instigator_state()
+
+
+def worker_slots(dagster_home: Path) -> int:
+    """The dev worker's pool size: one process per core, and at least as many as the run queue lets
+    run at once (`max_concurrent_runs`). A run the queue hands over beyond the slots waits in the
+    broker as STARTING, and run monitoring fails it once it waited longer than the start timeout."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        at_once = instance.run_coordinator.get_run_queue_config().max_concurrent_runs
+    return max(os.cpu_count() or 1, at_once)
 
 
 def _stop_group(process: subprocess.Popen) -> None:
