@@ -10,10 +10,10 @@ ours / max(write-only, upload-only), the limit an export that writes while it up
 beside ours / baseline; and `cpu s`, the busy CPU seconds of the machine during write-only and
 upload-only (the S3 server's included) shared out over its cores: the least time the two halves
 can take together on this machine, however well they overlap; and `ours cpu`, the same for ours
-(above `cpu s`: work the overlap adds; below ours: cores left idle). Dagster's fixed per-run overhead is
-printed apart. Then it prints the peak RSS of a whole export_job run in a fresh process (the median
-of --rss-repeat runs): for every pair at the first of --rss-rows, then for CSV/GZIP at each of
---rss-rows, as stored and sorted.
+(above `cpu s`: work the overlap adds; below ours: cores left idle). Dagster's fixed per-run
+overhead is printed apart. Then it prints the peak RSS of a whole export_job run in a fresh
+process (the median of --rss-repeat runs): for every pair at the first of --rss-rows, then for
+CSV/GZIP at each of --rss-rows, as stored and sorted.
 
 Also prints what live progress costs (the same export with and without reporting it).
 
