@@ -105,7 +105,7 @@ def test_each_due_refresh_runs_once_however_often_the_daemon_is_killed(tmp_path:
         assert re.search(r"with (the )?run keys?", restarted_logs), "no restarted daemon met a run created before"
         keys = Counter(run.tags["dagster/run_key"] for run in runs())
         assert len(keys) >= KILLED_AT and set(keys.values()) == {1}, keys
-        assert {run.status for run in runs()} == {dg.DagsterRunStatus.SUCCESS}
+        assert {run.status for run in runs()} == {dg.DagsterRunStatus.SUCCESS}, _what_failed(instance, runs())
         entry = CacheService().get("acme", entry_id)
         assert entry["status"] == "READY" and entry["version"] == len(keys) and entry["row_count"] == 2000
 
@@ -126,3 +126,22 @@ def _ticked_since(instance: dg.DagsterInstance, since: float, ticks: int) -> boo
         return False
     recent = instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id, after=since)
     return len([tick for tick in recent if tick.status.value != "STARTED"]) >= ticks
+
+
+def _what_failed(instance: dg.DagsterInstance, runs: list[dg.DagsterRun]) -> dict[str, list[str]]:
+    """What the log of every run that did not succeed says about it (failures, engine events, user logs)."""
+    telling = {dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ENGINE_EVENT}
+    return {
+        f"{run.run_id} {run.status.value} {run.tags.get('dagster/run_key')}": [
+            f"{event.dagster_event_type or 'log'}: {event.message} {_error(event)}"
+            for event in instance.all_logs(run.run_id)
+            if event.dagster_event_type is None or event.dagster_event_type in telling
+        ]
+        for run in runs
+        if run.status is not dg.DagsterRunStatus.SUCCESS
+    }
+
+
+def _error(event: dg.EventLogEntry) -> str:
+    error = getattr(event.dagster_event.event_specific_data, "error", None) if event.dagster_event else None
+    return error.to_string() if error else ""
