@@ -10,7 +10,8 @@ ours / max(write-only, upload-only), the limit an export that writes while it up
 beside ours / baseline; and `cpu s`, the busy CPU seconds of the machine during write-only and
 upload-only (the S3 server's included) shared out over its cores: the least time the two halves
 can take together on this machine, however well they overlap; and `ours cpu`, the same for ours
-(above `cpu s`: work the overlap adds; below ours: cores left idle). Dagster's fixed per-run
+(above `cpu s`: work the overlap adds; below ours: cores left idle), of which `srv cpu` is the S3
+server's (SeaweedFS, on the same cores here; elsewhere in production). Dagster's fixed per-run
 overhead is printed apart. Then it prints the peak RSS of a whole export_job run in a fresh
 process (the median of --rss-repeat runs): for every pair at the first of --rss-rows, then for
 CSV/GZIP at each of --rss-rows, as stored and sorted.
@@ -254,11 +255,19 @@ def busy_core_seconds() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def timed_with_cpu(function, *args) -> tuple[float, float]:
-    """Seconds of `function`, and the machine's busy CPU seconds meanwhile."""
-    busy = busy_core_seconds()
+def s3_server_cpu_seconds() -> float:
+    """CPU seconds spent so far by the S3 server this benchmark started (SeaweedFS's `weed`)."""
+    import psutil
+
+    servers = [child for child in psutil.Process().children(recursive=True) if child.name() == "weed"]
+    return sum(server.cpu_times().user + server.cpu_times().system for server in servers)
+
+
+def timed_with_cpu(function, *args) -> tuple[float, float, float]:
+    """Seconds of `function`, and the machine's busy CPU seconds meanwhile, and the S3 server's."""
+    busy, server = busy_core_seconds(), s3_server_cpu_seconds()
     seconds = timed(function, *args)
-    return seconds, busy_core_seconds() - busy
+    return seconds, busy_core_seconds() - busy, s3_server_cpu_seconds() - server
 
 
 def peak_rss_of_export(
@@ -366,7 +375,7 @@ def main() -> None:
             print(f"{args.rows:,} rows, median of {args.repeat}; limit = max(write-only, upload-only)")
             cores = os.cpu_count() or 1
             header = f"{'pair':<14}{'ours s':>8}{'write s':>9}{'upload s':>10}{'/limit':>8}{'base s':>8}{'/base':>7}"
-            print(f"{header}{'cpu s':>8}{'/cpu':>6}{'ours cpu':>10}  targets")
+            print(f"{header}{'cpu s':>8}{'/cpu':>6}{'ours cpu':>10}{'srv cpu':>9}  targets")
             for export_format in FORMATS:
                 for compression in COMPRESSIONS:
                     if args.only and f"{export_format}/{compression}" not in args.only.split(","):
@@ -374,6 +383,7 @@ def main() -> None:
                     artifact = artifact_of(export_format, compression, resources, workdir)
                     times: dict[str, list[float]] = {"ours": [], "write": [], "upload": [], "base": []}
                     busy: dict[str, list[float]] = {"ours": [], "write": [], "upload": []}
+                    server_busy: list[float] = []  # during ours
                     runs = {
                         "ours": (ours, export_format, compression, resources),
                         "write": (write_only, export_format, compression, resources),
@@ -381,9 +391,11 @@ def main() -> None:
                     }
                     for _ in range(args.repeat):
                         for name, (run, *arguments) in runs.items():
-                            seconds, cpu = timed_with_cpu(run, *arguments)
+                            seconds, cpu, server_cpu = timed_with_cpu(run, *arguments)
                             times[name].append(seconds)
                             busy[name].append(cpu)
+                            if name == "ours":
+                                server_busy.append(server_cpu)
                         times["base"].append(
                             timed(baseline, warehouse, client, "exports", export_format, compression, workdir)
                         )
@@ -393,12 +405,13 @@ def main() -> None:
                     # Both halves on the same cores cannot take less than their CPU time shared out.
                     cpu_s = (statistics.median(busy["write"]) + statistics.median(busy["upload"])) / cores
                     ours_cpu = statistics.median(busy["ours"]) / cores
+                    server_cpu = statistics.median(server_busy) / cores
                     base_target = BASELINE_TARGETS.get(compression, 1.0)
                     verdict = "ok" if to_limit <= LIMIT_TARGET and to_base <= base_target else "MISSED"
                     print(
                         f"{export_format + '/' + compression:<14}{ours_s:>8.2f}{write_s:>9.2f}{upload_s:>10.2f}"
                         f"{to_limit:>8.2f}{base_s:>8.2f}{to_base:>7.2f}{cpu_s:>8.2f}"
-                        f"{ours_s / cpu_s:>6.2f}{ours_cpu:>10.2f}"
+                        f"{ours_s / cpu_s:>6.2f}{ours_cpu:>10.2f}{server_cpu:>9.2f}"
                         f"  <= {LIMIT_TARGET}, <= {base_target} {verdict}",
                         flush=True,
                     )
