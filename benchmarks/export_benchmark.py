@@ -265,9 +265,11 @@ def s3_server_cpu_seconds() -> float:
 
 def timed_with_cpu(function, *args) -> tuple[float, float, float]:
     """Seconds of `function`, and the machine's busy CPU seconds meanwhile, and the S3 server's."""
-    busy, server = busy_core_seconds(), s3_server_cpu_seconds()
+    server = s3_server_cpu_seconds()  # read outside the machine's window: finding the server costs CPU too
+    busy = busy_core_seconds()
     seconds = timed(function, *args)
-    return seconds, busy_core_seconds() - busy, s3_server_cpu_seconds() - server
+    busy = busy_core_seconds() - busy
+    return seconds, busy, s3_server_cpu_seconds() - server
 
 
 def peak_rss_of_export(
