@@ -1,9 +1,11 @@
 """Streaming uploads on the real S3 server: single and multipart objects carry the SHA-256 of
-the bytes written, S3 rejects a damaged part, a replaced object is detected, and an aborted
-upload leaves nothing."""
+the bytes written, S3 rejects a damaged part, a checksummed body is not hashed again to sign it,
+a replaced object is detected, and an aborted upload leaves nothing."""
 
+import base64
 import hashlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -15,6 +17,7 @@ from export_pipelines.engine.artifacts import (
     IntegrityError,
     S3UploadWriter,
     part_size,
+    put_manifest,
     stored_sha256,
     unfinished_uploads,
     verify_uploaded,
@@ -64,6 +67,77 @@ def test_s3_rejects_a_part_that_does_not_match_its_checksum(s3_server: LocalS3, 
             writer.close()
         writer.abort()
     assert "Contents" not in client.list_objects_v2(Bucket=BUCKET, Prefix="integrity/damaged-part")
+
+
+def payload_signatures(client, send: Callable[[], None]) -> list[tuple[str, str]]:
+    """(operation, x-amz-content-sha256) of each request `send` makes with `client`."""
+    sent = []
+
+    def capture(request, event_name: str, **_) -> None:
+        signature = request.headers["X-Amz-Content-SHA256"]
+        sent.append((event_name.rsplit(".", 1)[-1], signature.decode() if isinstance(signature, bytes) else signature))
+
+    client.meta.events.register("before-send.s3", capture)
+    try:
+        send()
+    finally:
+        client.meta.events.unregister("before-send.s3", capture)
+    return sent
+
+
+def test_a_body_sent_with_its_sha256_is_not_hashed_again_to_sign_it(s3_server: LocalS3) -> None:
+    """Parts and whole objects carry their SHA-256 in a signed header, which binds the body (S3
+    refuses a damaged part: the test above), so their payload goes unsigned rather than hashed a
+    third time; a body without that checksum (the manifest) is still signed."""
+    client = s3_server.client()
+    manifest_key: list[str] = []
+
+    def send() -> None:
+        for name, data in (("multipart", b"m" * (PART_BYTES + 10)), ("single", b"s" * 10)):
+            verify_uploaded(client, BUCKET, stream(s3_server, f"signing/{name}.bin", data))
+        manifest_key.append(put_manifest(client, BUCKET, "signing/", {"files": []}))
+
+    sent = [
+        (operation, signature) for operation, signature in payload_signatures(client, send) if operation != "HeadObject"
+    ]
+    assert [operation for operation, _ in sent] == [
+        "CreateMultipartUpload", "UploadPart", "UploadPart", "CompleteMultipartUpload", "PutObject", "PutObject"
+    ]  # fmt: skip
+    assert [signature == "UNSIGNED-PAYLOAD" for _, signature in sent] == [False, True, True, False, True, False]
+    manifest = client.get_object(Bucket=BUCKET, Key=manifest_key[0])["Body"].read()
+    assert sent[-1][1] == hashlib.sha256(manifest).hexdigest()
+
+
+def test_over_https_a_checksummed_body_goes_unsigned_too() -> None:
+    """botocore leaves a payload unsigned over HTTPS only for a checksum it computes itself; the
+    parts of an export carry their own, so it would sign (hash) every part again on AWS S3."""
+    client = artifacts.ExportS3Resource(
+        endpoint_url="https://s3.example.invalid", aws_access_key_id="key", aws_secret_access_key="secret"
+    ).get_client()
+    body = b"part" * 1000
+    checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+    class NotSent(Exception):
+        pass
+
+    def stop(**_) -> None:
+        raise NotSent
+
+    def send() -> None:
+        client.meta.events.register("before-send.s3", stop)  # after the capture: nothing leaves
+        try:
+            for put in (
+                lambda: client.upload_part(
+                    Bucket=BUCKET, Key="k", UploadId="u", PartNumber=1, Body=body, ChecksumSHA256=checksum
+                ),
+                lambda: client.put_object(Bucket=BUCKET, Key="k", Body=body, ChecksumSHA256=checksum),
+            ):
+                with pytest.raises(NotSent):
+                    put()
+        finally:
+            client.meta.events.unregister("before-send.s3", stop)
+
+    assert payload_signatures(client, send) == [("UploadPart", "UNSIGNED-PAYLOAD"), ("PutObject", "UNSIGNED-PAYLOAD")]
 
 
 def test_aborted_multipart_upload_leaves_nothing(s3_server: LocalS3) -> None:

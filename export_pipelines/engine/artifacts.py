@@ -116,7 +116,7 @@ def _client_for(endpoint_url: str | None, region: str, _environment: tuple, fiel
 
     settings = dict(fields)
     session = boto3.session.Session(profile_name=settings["profile_name"])
-    return session.client(
+    client = session.client(
         "s3",
         region_name=region,
         endpoint_url=endpoint_url,
@@ -133,6 +133,21 @@ def _client_for(endpoint_url: str | None, region: str, _environment: tuple, fiel
             response_checksum_validation="when_required" if endpoint_url else "when_supported",
         ),
     )
+    for operation in ("UploadPart", "PutObject"):
+        client.meta.events.register(f"before-sign.s3.{operation}", _leave_checksummed_payload_unsigned)
+    return client
+
+
+def _leave_checksummed_payload_unsigned(request: Any, **_: Any) -> None:
+    """Sign a body that carries its SHA-256 checksum as UNSIGNED-PAYLOAD: the signed
+    x-amz-checksum-sha256 header already binds it (S3 refuses a body that does not match), and
+    signing the payload would hash every byte once more. botocore leaves a payload unsigned by
+    itself only over HTTPS and for a checksum it computes; ours are taken as the bytes are written,
+    so without this every part was hashed three times (the file's hash, the part's, the signature's)."""
+    if "x-amz-checksum-sha256" in request.headers:
+        config = request.context["client_config"]
+        unsigned = Config(s3={**(config.s3 or {}), "payload_signing_enabled": False})
+        request.context["client_config"] = config.merge(unsigned)
 
 
 def check_key_segment(label: str, value: str) -> None:
