@@ -11,7 +11,8 @@ beside ours / baseline; and `cpu s`, the busy CPU seconds of the machine during 
 upload-only (the S3 server's included) shared out over its cores: the least time the two halves
 can take together on this machine, however well they overlap; and `ours cpu`, the same for ours
 (above `cpu s`: work the overlap adds; below ours: cores left idle), of which `srv cpu` is the S3
-server's (SeaweedFS, on the same cores here; elsewhere in production). Dagster's fixed per-run
+server's (SeaweedFS, on the same cores here; elsewhere in production); and the megabytes of ours'
+file and the baseline's (DuckDB writes its own text and Parquet). Dagster's fixed per-run
 overhead is printed apart. Then it prints the peak RSS of a whole export_job run in a fresh
 process (the median of --rss-repeat runs): for every pair at the first of --rss-rows, then for
 CSV/GZIP at each of --rss-rows, as stored and sorted.
@@ -31,6 +32,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -50,8 +52,9 @@ def build_warehouse(path: Path, rows: int) -> None:
         connection.execute("CHECKPOINT")
 
 
-def baseline(warehouse: Path, client, bucket: str, export_format: str, compression: str, workdir: Path) -> None:
-    """DuckDB COPY ... TO a local file, then boto3 upload_file (default transfer settings)."""
+def baseline(warehouse: Path, client, bucket: str, export_format: str, compression: str, workdir: Path) -> int:
+    """DuckDB COPY ... TO a local file, then boto3 upload_file (default transfer settings); returns
+    the file's bytes."""
     if export_format == "PARQUET":
         options = f"FORMAT parquet, COMPRESSION {'uncompressed' if compression == 'NONE' else compression.lower()}"
         suffix = ".parquet"
@@ -63,7 +66,9 @@ def baseline(warehouse: Path, client, bucket: str, export_format: str, compressi
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         connection.execute(f"COPY (SELECT {EXPORTED_COLUMNS} FROM payment.charges) TO '{target}' ({options})")
     client.upload_file(str(target), bucket, f"baseline/{target.name}")
+    size = target.stat().st_size
     target.unlink()
+    return size
 
 
 class NullS3:
@@ -242,9 +247,13 @@ def ours_job(
 
 
 def timed(function, *args) -> float:
+    return timed_result(function, *args)[0]
+
+
+def timed_result(function, *args) -> tuple[float, Any]:
     started = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - started
+    result = function(*args)
+    return time.perf_counter() - started, result
 
 
 def busy_core_seconds() -> float:
@@ -377,7 +386,7 @@ def main() -> None:
             print(f"{args.rows:,} rows, median of {args.repeat}; limit = max(write-only, upload-only)")
             cores = os.cpu_count() or 1
             header = f"{'pair':<14}{'ours s':>8}{'write s':>9}{'upload s':>10}{'/limit':>8}{'base s':>8}{'/base':>7}"
-            print(f"{header}{'cpu s':>8}{'/cpu':>6}{'ours cpu':>10}{'srv cpu':>9}  targets")
+            print(f"{header}{'cpu s':>8}{'/cpu':>6}{'ours cpu':>10}{'srv cpu':>9}{'MB':>8}{'base MB':>9}  targets")
             for export_format in FORMATS:
                 for compression in COMPRESSIONS:
                     if args.only and f"{export_format}/{compression}" not in args.only.split(","):
@@ -398,9 +407,11 @@ def main() -> None:
                             busy[name].append(cpu)
                             if name == "ours":
                                 server_busy.append(server_cpu)
-                        times["base"].append(
-                            timed(baseline, warehouse, client, "exports", export_format, compression, workdir)
+                        seconds, base_bytes = timed_result(
+                            baseline, warehouse, client, "exports", export_format, compression, workdir
                         )
+                        times["base"].append(seconds)
+                    ours_bytes = artifact.stat().st_size
                     artifact.unlink()
                     ours_s, write_s, upload_s, base_s = (statistics.median(times[k]) for k in times)
                     to_limit, to_base = ours_s / max(write_s, upload_s), ours_s / base_s
@@ -414,6 +425,7 @@ def main() -> None:
                         f"{export_format + '/' + compression:<14}{ours_s:>8.2f}{write_s:>9.2f}{upload_s:>10.2f}"
                         f"{to_limit:>8.2f}{base_s:>8.2f}{to_base:>7.2f}{cpu_s:>8.2f}"
                         f"{ours_s / cpu_s:>6.2f}{ours_cpu:>10.2f}{server_cpu:>9.2f}"
+                        f"{ours_bytes / 1e6:>8.1f}{base_bytes / 1e6:>9.1f}"
                         f"  <= {LIMIT_TARGET}, <= {base_target} {verdict}",
                         flush=True,
                     )
