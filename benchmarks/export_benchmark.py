@@ -14,10 +14,10 @@ can take together on this machine, however well they overlap; and `ours cpu`, th
 server's (SeaweedFS, on the same cores here; elsewhere in production); `base cpu`, the same for the
 baseline, and `hash cpu`, what ours hashes and the baseline does not (SHA-256 twice over the file);
 and the megabytes of ours' file and the baseline's (DuckDB writes its own text and Parquet;
---drop-columns metadata,tags,created_at leaves out the columns where they differ). Dagster's fixed per-run
-overhead is printed apart. Then it prints the peak RSS of a whole export_job run in a fresh
-process (the median of --rss-repeat runs): for every pair at the first of --rss-rows, then for
-CSV/GZIP at each of --rss-rows, as stored and sorted.
+--drop-columns metadata,tags,created_at leaves out the columns where they differ). Dagster's
+fixed per-run overhead is printed apart. Then it prints the peak RSS of a whole export_job run in
+a fresh process (the median of --rss-repeat runs): for every pair at the first of --rss-rows, then
+for CSV/GZIP at each of --rss-rows, as stored and sorted.
 
 Also prints what live progress costs (the same export with and without reporting it).
 
