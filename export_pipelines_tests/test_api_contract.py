@@ -31,6 +31,11 @@ from export_pipelines_tests.conftest import CATALOG_ID
 from export_pipelines_tests.rest import ApiServer, run_queued
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# Headers that frame the HTTP message itself. Generated ones (negative cases add headers of any
+# name, `Transfer-Encoding: ~0` for one) make the request malformed HTTP, which the HTTP server
+# refuses before the API sees it (uvicorn: 400 "Invalid HTTP request received.", as text): that is
+# HTTP's answer, not the API's contract, so they are left out of the cases.
+FRAMING_HEADERS = {"transfer-encoding", "content-length", "connection", "upgrade", "host", "te", "trailer", "expect"}
 
 
 def test_every_answer_is_documented_and_never_a_5xx(api_server: ApiServer) -> None:
@@ -77,6 +82,8 @@ def test_every_answer_is_documented_and_never_a_5xx(api_server: ApiServer) -> No
             def answers_as_documented(case) -> None:
                 if case.query:
                     case.query.pop("wait", None)
+                for name in [name for name in case.headers or {} if name.lower() in FRAMING_HEADERS]:
+                    del case.headers[name]
                 if case.path.startswith("/v1/collections/"):  # Mixpeek's export waits 300 s by default
                     case.query = {**(case.query or {}), "wait": 0}
                 dialect = case.path.startswith("/v1/")
