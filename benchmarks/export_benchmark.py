@@ -420,26 +420,24 @@ def main() -> None:
                     if args.only and f"{export_format}/{compression}" not in args.only.split(","):
                         continue
                     artifact = artifact_of(export_format, compression, resources, workdir)
-                    times: dict[str, list[float]] = {"ours": [], "write": [], "upload": [], "base": []}
-                    busy: dict[str, list[float]] = {"ours": [], "write": [], "upload": [], "base": []}
-                    server_busy: list[float] = []  # during ours
                     runs = {
                         "ours": (ours, export_format, compression, resources),
                         "write": (write_only, export_format, compression, resources),
                         "upload": (upload_only, client, "exports", artifact),
+                        "base": (baseline, warehouse, client, "exports", export_format, compression, workdir),
                     }
+                    times: dict[str, list[float]] = {name: [] for name in runs}
+                    busy: dict[str, list[float]] = {name: [] for name in runs}
+                    server_busy: list[float] = []  # during ours
                     for _ in range(args.repeat):
                         for name, (run, *arguments) in runs.items():
-                            seconds, cpu, server_cpu, _ = timed_with_cpu(run, *arguments)
+                            seconds, cpu, server_cpu, result = timed_with_cpu(run, *arguments)
                             times[name].append(seconds)
                             busy[name].append(cpu)
                             if name == "ours":
                                 server_busy.append(server_cpu)
-                        seconds, cpu, _, base_bytes = timed_with_cpu(
-                            baseline, warehouse, client, "exports", export_format, compression, workdir
-                        )
-                        times["base"].append(seconds)
-                        busy["base"].append(cpu)
+                            if name == "base":
+                                base_bytes = result
                     ours_bytes, hash_cpu = artifact.stat().st_size, hashing_cpu_seconds(artifact) / cores
                     artifact.unlink()
                     ours_s, write_s, upload_s, base_s = (statistics.median(times[k]) for k in times)
